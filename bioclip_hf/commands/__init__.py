@@ -1,0 +1,1 @@
+"""Sub-commands of the `bioclip-hf` CLI (stdlib-only imports at module level)."""

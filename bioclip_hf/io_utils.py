@@ -1,0 +1,54 @@
+"""Small I/O helpers: atomic file and folder writes so a crash never leaves half-written output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a scratch folder next to `target`; on success its files replace those in `target`.
+
+    Each file is moved with `os.replace` (atomic on POSIX), after the whole folder was written,
+    so readers see either the old or the new version of every file, never a partial one.
+
+    Example:
+        >>> with atomic_directory("out") as tmp:  # doctest: +SKIP
+        ...     (tmp / "a.json").write_text("{}")
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield scratch
+        target.mkdir(parents=True, exist_ok=True)
+        for src in sorted(scratch.rglob("*")):
+            dst = target / src.relative_to(scratch)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            else:
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file + fsync + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,56 @@
+"""One place that turns a model name into a ready (model, processor) pair for CLI, eval, Space."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "imageomics/bioclip"
+
+
+def resolve_device(device: str | None = None) -> str:
+    """`None`/"auto" -> cuda if available, else mps, else cpu; otherwise validated as given."""
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def load_model_and_processor(
+    name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False
+) -> tuple[Any, Any]:
+    """Load a BioCLIP model (eval mode, on `device`) and its processor from a folder or Hub repo id.
+
+    Args:
+        name_or_path: transformers- or open_clip-format checkpoint (local folder or Hub repo id).
+        device: "cpu", "cuda", "cuda:1", "mps" or None/"auto".
+        dtype: optional torch dtype for the weights (e.g. torch.float16 on GPU).
+        allow_pickle: allow reading pickle weights of open_clip checkpoints.
+
+    Example:
+        >>> model, processor = load_model_and_processor("imageomics/bioclip")  # doctest: +SKIP
+    """
+    from .modeling_bioclip import BioCLIPModel
+    from .processing_bioclip import BioCLIPProcessor
+
+    device = resolve_device(device)
+    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = BioCLIPModel.from_pretrained(name_or_path, **kwargs).to(device).eval()
+    processor = BioCLIPProcessor.from_pretrained(name_or_path)
+    logger.info("loaded %s on %s", name_or_path, device)
+    return model, processor

@@ -1,0 +1,361 @@
+"""BioCLIP preprocessing: open_clip's exact eval transform and the CLIP BPE tokenizer.
+
+The image processor reproduces open_clip's `image_transform(is_train=False)` step by step on PIL
+images (resize the shortest side with PIL bicubic, torchvision's centre-crop rounding, *then*
+convert to RGB, scale to [0, 1], normalise), so embeddings match open_clip's to float precision.
+Text goes through open_clip's cleaning (ftfy, HTML unescape, whitespace folding, lower-casing)
+before the byte-level BPE tokenizer; sequences are padded with id 0 like open_clip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from transformers import CLIPTokenizer
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.processing_utils import ProcessorMixin
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_BPE_FILE = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+CONTEXT_LENGTH = 77
+
+
+class BioCLIPImageProcessor(BaseImageProcessor):
+    r"""Image processor reproducing open_clip's BioCLIP evaluation transform.
+
+    Args:
+        size (`int`, defaults to 224): the shortest side is resized to this many pixels.
+        crop_size (`int`, *optional*): side of the centre crop (defaults to `size`).
+        interpolation (`str`, defaults to `"bicubic"`): `"bicubic"` or `"bilinear"` (PIL filters).
+        image_mean / image_std (`tuple[float]`): per-channel normalisation (OpenAI CLIP's by default).
+
+    Example:
+        >>> from PIL import Image
+        >>> from bioclip_hf import BioCLIPImageProcessor
+        >>> BioCLIPImageProcessor(size=30)(Image.new("RGB", (64, 48)))["pixel_values"].shape
+        torch.Size([1, 3, 30, 30])
+    """
+
+    model_input_names = ["pixel_values"]
+    _auto_class = "AutoImageProcessor"
+
+    def __init__(
+        self,
+        size: int = 224,
+        crop_size: int | None = None,
+        interpolation: str = "bicubic",
+        image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN,
+        image_std: tuple[float, ...] = OPENAI_CLIP_STD,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("image_processor_type", None)
+        kwargs.pop("processor_class", None)
+        if interpolation not in _RESAMPLE:
+            raise ValueError(f"unsupported interpolation {interpolation!r}; use one of {sorted(_RESAMPLE)}")
+        self.size = _side(size, "size")
+        self.crop_size = _side(crop_size if crop_size is not None else size, "crop_size")
+        self.interpolation = interpolation
+        self.image_mean = [float(x) for x in image_mean]
+        self.image_std = [float(x) for x in image_std]
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ValueError("image_mean and image_std need 3 values (RGB)")
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_open_clip_preprocess(cls, preprocess_cfg: dict[str, Any], image_size: int) -> BioCLIPImageProcessor:
+        """Build from the `preprocess_cfg` of an `open_clip_config.json` (open_clip defaults apply)."""
+        resize_mode = preprocess_cfg.get("resize_mode", "shortest")
+        if resize_mode != "shortest":
+            raise ValueError(f"open_clip preprocess_cfg.resize_mode={resize_mode!r} is not supported (only 'shortest')")
+        interpolation = preprocess_cfg.get("interpolation", "bicubic")
+        size = preprocess_cfg.get("size", image_size)
+        return cls(
+            size=size,
+            interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
+            image_mean=tuple(preprocess_cfg.get("mean", OPENAI_CLIP_MEAN)),
+            image_std=tuple(preprocess_cfg.get("std", OPENAI_CLIP_STD)),
+        )
+
+    def to_open_clip_preprocess(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_open_clip_preprocess`."""
+        return {
+            "mean": list(self.image_mean), "std": list(self.image_std),
+            "interpolation": self.interpolation, "resize_mode": "shortest",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("size", "crop_size", "interpolation", "image_mean", "image_std")
+        out = {k: getattr(self, k) for k in keys}
+        out["image_processor_type"] = type(self).__name__
+        if getattr(self, "_auto_class", None) is not None:
+            out["auto_map"] = {self._auto_class: f"processing_bioclip.{type(self).__name__}"}
+        return out
+
+    def transform(self, image: Any) -> np.ndarray:
+        """Preprocess one image into a float32 `(3, crop, crop)` array."""
+        image = to_pil(image)
+        width, height = image.size
+        # torchvision Resize(int) semantics: shortest side -> size, the other side truncated.
+        if width <= height:
+            new_w, new_h = self.size, int(self.size * height / width)
+        else:
+            new_w, new_h = int(self.size * width / height), self.size
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), _RESAMPLE[self.interpolation])
+        image = _center_crop(image, self.crop_size)
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        mean = np.asarray(self.image_mean, dtype=np.float32)
+        std = np.asarray(self.image_std, dtype=np.float32)
+        return ((array - mean) / std).transpose(2, 0, 1)
+
+    def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+        """Preprocess one image or a list of images (PIL, uint8 arrays/tensors, or file paths).
+
+        Args:
+            images: an image or a list of images.
+            return_tensors: `"pt"` (default), `"np"` or `None` (list of arrays).
+        """
+        if kwargs:
+            raise TypeError(f"unexpected image processor arguments: {sorted(kwargs)}")
+        batch = images if isinstance(images, (list, tuple)) else [images]
+        pixel_values = [self.transform(img) for img in batch]
+        if return_tensors in ("pt", "np"):
+            pixel_values = np.stack(pixel_values) if pixel_values else np.zeros((0, 3, self.crop_size, self.crop_size), np.float32)
+        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    def __call__(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+        return self.preprocess(images, return_tensors=return_tensors, **kwargs)
+
+
+def _side(value: Any, name: str) -> int:
+    if isinstance(value, dict):  # accept transformers-style {"shortest_edge": n} / {"height": n, "width": n}
+        value = value.get("shortest_edge", value.get("height"))
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"{name} must be square, got {value!r}")
+        value = value[0]
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if width < size or height < size:  # torchvision pads with zeros before cropping
+        padded = Image.new(image.mode, (max(width, size), max(height, size)))
+        padded.paste(image, ((max(width, size) - width) // 2, (max(height, size) - height) // 2))
+        image, (width, height) = padded, padded.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_pil(image: Any) -> Image.Image:
+    """Coerce a PIL image, a path, or a uint8 HWC/CHW array/tensor into a PIL image."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as img:
+                img.load()
+                return img
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image not found: {image}") from None
+        except (OSError, Image.DecompressionBombError) as err:
+            raise ValueError(f"cannot read image {image}: {err}") from None
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"array images must be uint8 (0-255), got {image.dtype}")
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+            image = image.transpose(1, 2, 0)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim not in (2, 3):
+            raise ValueError(f"array image must be HxW or HxWxC, got shape {image.shape}")
+        return Image.fromarray(image)
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """open_clip's text cleaning: ftfy repair, double HTML unescape, whitespace folding, lower-case."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return _WHITESPACE.sub(" ", text.strip()).strip().lower()
+
+
+@lru_cache(maxsize=1)
+def _bpe_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Build CLIP's vocabulary exactly as open_clip's SimpleTokenizer does from the shipped BPE file."""
+    merges_text = gzip.open(_BPE_FILE).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in merges_text[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(vocab)}, merges
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def load_tokenizer(context_length: int = CONTEXT_LENGTH) -> CLIPTokenizer:
+    """The CLIP BPE tokenizer configured like open_clip's (pads with id 0 to `context_length`).
+
+    Example:
+        >>> tok = load_tokenizer()
+        >>> tok("a photo of Danaus plexippus")["input_ids"][:3]
+        [49406, 320, 1125]
+    """
+    vocab, merges = _bpe_vocab_and_merges()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token="!", model_max_length=context_length)
+
+
+class BioCLIPProcessor(ProcessorMixin):
+    r"""Image processor + tokenizer for BioCLIP, the single source of preprocessing truth.
+
+    Args:
+        image_processor ([`BioCLIPImageProcessor`]): image preprocessing.
+        tokenizer ([`~transformers.CLIPTokenizer`]): CLIP BPE tokenizer (pad id 0).
+
+    Example:
+        >>> from PIL import Image
+        >>> from bioclip_hf import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer
+        >>> proc = BioCLIPProcessor(BioCLIPImageProcessor(size=30), load_tokenizer())
+        >>> batch = proc(text=["Danaus plexippus"], images=[Image.new("RGB", (40, 40))])
+        >>> batch["input_ids"].shape, batch["pixel_values"].shape
+        (torch.Size([1, 77]), torch.Size([1, 3, 30, 30]))
+    """
+
+    attributes = ["image_processor", "tokenizer"]
+    _auto_class = "AutoProcessor"
+
+    def __init__(self, image_processor: BioCLIPImageProcessor | None = None, tokenizer: CLIPTokenizer | None = None, **kwargs: Any):
+        super().__init__(image_processor, tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    def tokenize(self, texts: str | list[str]) -> dict[str, Any]:
+        """Tokenize like `open_clip.tokenize`: clean, add start/end, truncate and 0-pad to the context length."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"text inputs must be str, got {type(t).__name__}")
+        return self.tokenizer(
+            [clean_text(t) for t in texts], padding="max_length", truncation=True,
+            max_length=self.context_length, return_tensors="pt",
+        )
+
+    def __call__(self, text: Any = None, images: Any = None, return_tensors: str = "pt", **kwargs: Any) -> BatchFeature:
+        """Tokenize `text` and/or preprocess `images` into one batch (`input_ids`, `attention_mask`, `pixel_values`).
+
+        Args:
+            text: a string or a list of strings.
+            images: an image or a list of images (PIL, arrays, file paths).
+            return_tensors: only `"pt"` is supported.
+        """
+        if text is None and images is None:
+            raise ValueError("BioCLIPProcessor needs text, images, or both")
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt'")
+        for ignored in ("padding", "truncation", "max_length"):  # fixed to open_clip's behaviour
+            kwargs.pop(ignored, None)
+        if kwargs:
+            raise TypeError(f"unexpected processor arguments: {sorted(kwargs)}")
+        data: dict[str, Any] = {}
+        if text is not None:
+            data.update(self.tokenize(text))
+        if images is not None:
+            data.update(self.image_processor(images, return_tensors="pt"))
+        return BatchFeature(data=data)
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> BioCLIPProcessor:
+        """Load from a transformers-format folder/repo, or build from an open_clip-format one.
+
+        Example:
+            >>> processor = BioCLIPProcessor.from_pretrained("imageomics/bioclip")  # doctest: +SKIP
+        """
+        from .modeling_bioclip import resolve_open_clip_files
+        from .open_clip_format import read_open_clip_config
+
+        kwargs.pop("trust_remote_code", None)
+        kwargs.pop("_from_auto", None)
+        files = resolve_open_clip_files(pretrained_model_name_or_path, allow_pickle=True, **kwargs)
+        if files is None:
+            hub = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS}
+            image_processor = BioCLIPImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub)
+            tokenizer = CLIPTokenizer.from_pretrained(pretrained_model_name_or_path, **hub)
+            return cls(image_processor, tokenizer)
+        cfg = read_open_clip_config(files[0])
+        image_size = cfg["model_cfg"]["vision_cfg"]["image_size"]
+        image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
+        context = cfg["model_cfg"]["text_cfg"].get("context_length", CONTEXT_LENGTH)
+        image_processor = BioCLIPImageProcessor.from_open_clip_preprocess(cfg["preprocess_cfg"], image_size)
+        return cls(image_processor, load_tokenizer(context))
+
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        """Write `preprocessor_config.json`, the tokenizer files and `processor_config.json`.
+
+        Args:
+            save_directory: target folder (created if needed).
+        """
+        if kwargs.pop("push_to_hub", False):
+            raise ValueError("use `bioclip-hf push` or huggingface_hub to upload; save_pretrained only writes files")
+        os.makedirs(save_directory, exist_ok=True)
+        files = list(self.image_processor.save_pretrained(save_directory))
+        files += list(self.tokenizer.save_pretrained(save_directory))
+        config: dict[str, Any] = {"processor_class": type(self).__name__}
+        if getattr(self, "_auto_class", None) is not None:
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(self, save_directory)
+            config["auto_map"] = {self._auto_class: f"processing_bioclip.{type(self).__name__}"}
+        path = os.path.join(save_directory, "processor_config.json")
+        Path(path).write_text(json.dumps(config, indent=2) + "\n")
+        return files + [path]
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def save_open_clip_preprocess(processor: BioCLIPProcessor, path: str | os.PathLike) -> None:
+    """Write the processor's settings as an open_clip `preprocess_cfg` JSON (for inspection)."""
+    Path(path).write_text(json.dumps(processor.image_processor.to_open_clip_preprocess(), indent=2))
+
+
+__all__ = ["BioCLIPImageProcessor", "BioCLIPProcessor", "clean_text", "load_tokenizer", "to_pil"]
