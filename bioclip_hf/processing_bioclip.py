@@ -30,6 +30,9 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _BPE_FILE = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 CONTEXT_LENGTH = 77
+# open_clip's SimpleTokenizer special tokens (ids 49406/49407) and word-split pattern.
+SOT_TOKEN, EOT_TOKEN = "<start_of_text>", "<end_of_text>"
+_OPEN_CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 class BioCLIPImageProcessor(BaseImageProcessor):
@@ -208,7 +211,7 @@ def _bpe_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     merges = [tuple(m.split()) for m in merges_text[1 : 49152 - 256 - 2 + 1]]
     byte_chars = list(_bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    vocab += [SOT_TOKEN, EOT_TOKEN]
     return {tok: i for i, tok in enumerate(vocab)}, merges
 
 
@@ -232,8 +235,19 @@ def load_tokenizer(context_length: int = CONTEXT_LENGTH) -> CLIPTokenizer:
         >>> tok("a photo of Danaus plexippus")["input_ids"][:3]
         [49406, 320, 1125]
     """
+    from tokenizers import Regex, pre_tokenizers
+
     vocab, merges = _bpe_vocab_and_merges()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token="!", model_max_length=context_length)
+    tokenizer = CLIPTokenizer(
+        vocab=dict(vocab), merges=list(merges), bos_token=SOT_TOKEN, eos_token=EOT_TOKEN, unk_token=EOT_TOKEN,
+        pad_token="!", model_max_length=context_length,
+    )
+    # open_clip's split pattern names *its* special tokens, so "<|endoftext|>" typed in a label stays plain text.
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_OPEN_CLIP_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    return tokenizer
 
 
 class BioCLIPProcessor(ProcessorMixin):
