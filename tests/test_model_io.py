@@ -281,3 +281,25 @@ def test_cli_help_is_fast():
     )
     assert probe.stdout.strip() == "[]", "building the CLI parser must not import torch/transformers"
     assert elapsed < 5  # generous bound for loaded CI machines; the import check above is the real guard
+
+
+@pytest.mark.parametrize("preset, open_clip_name", [("bioclip", "ViT-B-16"), ("bioclip-2", "ViT-L-14")])
+def test_presets_match_open_clip_architectures(preset, open_clip_name):
+    from bioclip_hf import BIOCLIP_PRESETS, BioCLIPConfig
+    from bioclip_hf.open_clip_format import check_shapes, open_clip_to_hf_state_dict
+    from bioclip_hf.reference import import_open_clip
+
+    open_clip = import_open_clip()
+    assert BIOCLIP_PRESETS[preset] == open_clip.get_model_config(open_clip_name)
+    with torch.device("meta"):  # shapes only: no memory, no random init cost
+        reference = open_clip.model.CLIP(**open_clip.get_model_config(open_clip_name))
+        ours = BioCLIPModel(BioCLIPConfig.from_preset(preset))
+    check_shapes(open_clip_to_hf_state_dict(reference.state_dict()), ours.state_dict(), preset)
+    with pytest.raises(ValueError, match="unknown BioCLIP preset"):
+        BioCLIPConfig.from_preset("bioclip-3")
+
+
+def test_open_clip_load_honours_dtype(tiny_open_clip):
+    _, path = tiny_open_clip
+    model = BioCLIPModel.from_pretrained(path, dtype=torch.bfloat16)
+    assert model.visual_projection.weight.dtype == torch.bfloat16
