@@ -8,6 +8,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "imageomics/bioclip"
+# The official releases may only ship open_clip's pickle weights; they are read with
+# torch.load(weights_only=True), which refuses arbitrary objects, so the CLI opts in for them alone.
+OFFICIAL_REPOS = frozenset({"imageomics/bioclip", "imageomics/bioclip-2"})
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -38,7 +41,7 @@ def load_model_and_processor(
         name_or_path: transformers- or open_clip-format checkpoint (local folder or Hub repo id).
         device: "cpu", "cuda", "cuda:1", "mps" or None/"auto".
         dtype: optional torch dtype for the weights (e.g. torch.float16 on GPU).
-        allow_pickle: allow reading pickle weights of open_clip checkpoints.
+        allow_pickle: allow reading pickle weights of open_clip checkpoints (always on for `OFFICIAL_REPOS`).
 
     Example:
         >>> model, processor = load_model_and_processor("imageomics/bioclip")  # doctest: +SKIP
@@ -47,7 +50,7 @@ def load_model_and_processor(
     from .processing_bioclip import BioCLIPProcessor
 
     device = resolve_device(device)
-    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle}
+    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or str(name_or_path) in OFFICIAL_REPOS}
     if dtype is not None:
         kwargs["dtype"] = dtype
     model = BioCLIPModel.from_pretrained(name_or_path, **kwargs).to(device).eval()

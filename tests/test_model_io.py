@@ -303,3 +303,21 @@ def test_open_clip_load_honours_dtype(tiny_open_clip):
     _, path = tiny_open_clip
     model = BioCLIPModel.from_pretrained(path, dtype=torch.bfloat16)
     assert model.visual_projection.weight.dtype == torch.bfloat16
+
+
+def test_official_repo_pickle_only_loads_through_loader(tiny_open_clip, tmp_path):
+    """imageomics/* releases may ship only open_clip_pytorch_model.bin: the shared loader opts in for them."""
+    _, path = tiny_open_clip
+    cache = tmp_path / "hub"
+    files = {name: path / name for name in ("open_clip_config.json", "open_clip_pytorch_model.bin")}
+    _write_hub_cache(cache, "imageomics/bioclip-2", files)
+    _write_hub_cache(cache, "someone/pickled", files)
+    _run_isolated("""
+        import pytest
+        from bioclip_hf.loading import load_model_and_processor
+        from bioclip_hf.open_clip_format import CheckpointFormatError
+        model, _ = load_model_and_processor("imageomics/bioclip-2", device="cpu")
+        assert model.config.projection_dim == 16
+        with pytest.raises(CheckpointFormatError, match="pickle"):
+            load_model_and_processor("someone/pickled", device="cpu")
+    """, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")})
