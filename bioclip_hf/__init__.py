@@ -23,16 +23,34 @@ _LAZY = {
     "register_auto_classes": "registration",
     "convert_open_clip_checkpoint": "convert",
     "export_to_open_clip": "convert",
+    "Taxon": "taxonomy",
+    "TreeOfLifeIndex": "tol_index",
+    "TreeOfLifeClassifier": "classify",
+    "CustomLabelsClassifier": "classify",
+    "CustomLabelsBinningClassifier": "classify",
+    "FewShotClassifier": "classify",
+    "records_to_dataframe": "classify",
+    "load_model_and_processor": "loading",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .classify import (  # noqa: F401
+        CustomLabelsBinningClassifier,
+        CustomLabelsClassifier,
+        FewShotClassifier,
+        TreeOfLifeClassifier,
+        records_to_dataframe,
+    )
     from .configuration_bioclip import BIOCLIP_PRESETS, BioCLIPConfig  # noqa: F401
     from .convert import convert_open_clip_checkpoint, export_to_open_clip  # noqa: F401
+    from .loading import load_model_and_processor  # noqa: F401
     from .modeling_bioclip import BioCLIPModel, BioCLIPOutput  # noqa: F401
     from .processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer  # noqa: F401
     from .registration import register_auto_classes  # noqa: F401
+    from .taxonomy import Taxon  # noqa: F401
+    from .tol_index import TreeOfLifeIndex  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,13 @@ import sys
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("bioclip_hf.commands.convert", "convert checkpoints between open_clip and transformers formats"),
+    "predict": ("bioclip_hf.commands.predict", "classify photos: Tree-of-Life taxa, custom labels, bins or few-shot"),
+    "embed": ("bioclip_hf.commands.embed", "write image embeddings to parquet or npy"),
+    "list-taxa": ("bioclip_hf.commands.list_taxa", "list the taxa (or clades at a rank) of a Tree-of-Life index"),
+    "build-index": ("bioclip_hf.commands.build_index", "embed a taxa table into a Tree-of-Life index"),
+    "train": ("bioclip_hf.commands.train", "train or fine-tune a BioCLIP model (contrastive, accelerate)"),
+    "push": ("bioclip_hf.commands.push", "upload a model + processor + model card (+ open_clip copy) to the Hub"),
+    "evaluate": ("bioclip_hf.commands.evaluate", "zero-shot and few-shot benchmark harness over task specs (evals/)"),
 }
 
 

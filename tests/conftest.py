@@ -92,3 +92,6 @@ def bird_photos():
     with labels.open() as fh:
         rows = list(csv.DictReader(fh))
     return [BIRDS / row["file"] for row in rows[::131][:20]]
+
+
+from hub_fixtures import hub_dataset, hub_server  # noqa: E402,F401  (local Hub endpoint for push/stream round trips)

@@ -1,0 +1,101 @@
+"""`bioclip-hf predict`: Tree-of-Life taxa, custom labels, binned labels or few-shot classes for photos."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..taxonomy import RANKS
+from ._records import FORMATS, add_model_arguments, report_errors, stream_records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--rank", type=str.lower, choices=RANKS, help="Tree-of-Life rank to predict (default: species)")
+    mode.add_argument("--labels", help="custom labels: 'a,b,c' or a file (one label per line, or CSV first column)")
+    mode.add_argument("--bins", help="CSV whose first two columns map labels to bins; predicts bins")
+    mode.add_argument("--few-shot", metavar="DIR", help="folder with one sub-folder of example images per label")
+    parser.add_argument("--subset", help="restrict Tree-of-Life predictions: CSV of clades or 'Aves,Mammalia'")
+    parser.add_argument("--index", help="index folder from build-index, txt_emb_species.npy or Hub dataset id (default: the model's)")
+    parser.add_argument("--label-embeddings", metavar="FILE", help="cache file for custom-label embeddings (.safetensors)")
+    parser.add_argument("--k", type=int, default=5, help="predictions per image (default: 5)")
+    parser.add_argument("--min-prob", type=float, default=1e-9, help="ignore species below this probability (default 1e-9)")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
+    parser.add_argument("--output", "-o", help="output file (default: stdout)")
+    add_model_arguments(parser)
+
+
+def read_labels(value: str) -> list[str]:
+    """Labels from 'a,b,c' or a file (one per line, or a CSV's first column when it has commas)."""
+    path = Path(value)
+    if path.is_file():
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.suffix.lower() == ".csv":
+            import csv
+
+            lines = [row[0].strip() for row in csv.reader(lines[1:]) if row and row[0].strip()]
+        return lines
+    return [label.strip() for label in value.split(",") if label.strip()]
+
+
+def read_bins(path: str) -> dict[str, str]:
+    """{label: bin} from a CSV with a header row (first column label, second bin)."""
+    import csv
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"bins file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2 or any(len(row) < 2 for row in rows[1:] if row):
+        raise ValueError(f"{path}: expected a header and rows of label,bin")
+    return {row[0].strip(): row[1].strip() for row in rows[1:] if row and row[0].strip()}
+
+
+def _subset(value: str | None):
+    if value is None:
+        return None
+    if Path(value).is_file():
+        return value
+    if value.lower().endswith((".csv", ".tsv", ".parquet")):
+        raise FileNotFoundError(f"subset file not found: {value}")
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, collect_images, taxon_record
+    from ..cli import CLIError
+    from ..taxonomy import Taxon
+
+    if args.k < 1:
+        raise CLIError(f"--k must be >= 1, got {args.k}")
+    tree_of_life = not (args.labels or args.bins or args.few_shot)
+    if not tree_of_life and (args.subset or args.index):
+        raise CLIError("--subset and --index apply to Tree-of-Life predictions only (not with --labels/--bins/--few-shot)")
+    images, missing = collect_images(args.images)
+    if not images:
+        report_errors("predict", missing)
+        raise CLIError(f"no images found in {' '.join(args.images)}")
+    common = dict(model_name_or_path=args.model, device=args.device, batch_size=args.batch_size,
+                  progress=not args.no_progress)  # fmt: skip
+    columns = ["file", "label", "score"]
+    if args.labels:
+        classifier = CustomLabelsClassifier(read_labels(args.labels), label_embeddings=args.label_embeddings, **common)
+        batches = classifier.iter_predict(args.images, k=args.k)
+    elif args.bins:
+        bins = read_bins(args.bins)
+        classifier = CustomLabelsClassifier(list(bins), bins=bins, label_embeddings=args.label_embeddings, **common)
+        batches = classifier.iter_predict(args.images, k=args.k)
+    elif args.few_shot:
+        classifier = FewShotClassifier(args.few_shot, **common)
+        report_errors("predict", classifier.support_errors)
+        columns.append("distance")
+        batches = classifier.iter_predict(args.images, k=args.k)
+    else:
+        rank = args.rank or "species"
+        classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), **common)
+        batches = classifier.iter_predict(args.images, k=args.k, rank=rank, min_prob=args.min_prob)
+        columns = list(taxon_record("", rank, Taxon(), 0.0))
+    count = stream_records(batches, args.format, args.output, columns)
+    report_errors("predict", classifier.errors)
+    return 0 if count or not classifier.errors else 1

@@ -1,0 +1,65 @@
+"""`bioclip-hf push`: upload a model + processor + model card (+ an open_clip copy) to a Hub repo."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model folder (transformers or open_clip layout) to upload")
+    parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/bioclip-finetune (created if missing)")
+    parser.add_argument("--eval-results", metavar="JSON", help="harness results (python -m evals.harness) for the card")
+    parser.add_argument("--base-model", default="imageomics/bioclip", help="base_model in the card (default: imageomics/bioclip)")
+    parser.add_argument("--dataset", action="append", dest="datasets", metavar="ID",
+                        help="training dataset Hub id (repeatable; default imageomics/TreeOfLife-10M)")  # fmt: skip
+    parser.add_argument("--license", default="mit", help="license id for the card (default: mit)")
+    parser.add_argument("--template", help="model card template (default: the repository's model_card.md)")
+    parser.add_argument("--no-open-clip", action="store_true", help="do not add the open_clip copy of the weights")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--commit-message", default="Upload BioCLIP model with bioclip-hf", help="commit message")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow reading pickle weights of the source")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
+    parser.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR and stop")
+
+
+def stage_repo_folder(args: argparse.Namespace, folder) -> None:
+    """Write everything to upload into `folder`: weights, processor, card, open_clip copy."""
+    from ..convert import export_to_open_clip
+    from ..model_card import CardInfo, build_model_card
+    from ..modeling_bioclip import BioCLIPModel
+    from ..processing_bioclip import BioCLIPProcessor
+
+    model = BioCLIPModel.from_pretrained(args.model, allow_pickle=args.allow_pickle)
+    processor = BioCLIPProcessor.from_pretrained(args.model)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    if not args.no_open_clip:
+        export_to_open_clip(model, folder, processor=processor)
+    info = CardInfo(repo_id=args.repo_id, base_model=args.base_model, datasets=args.datasets or ["imageomics/TreeOfLife-10M"],
+                    license=args.license, has_open_clip=not args.no_open_clip)  # fmt: skip
+    build_model_card(info, args.eval_results, args.template).save(str(folder / "README.md"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from huggingface_hub import HfApi
+
+    if "/" not in args.repo_id.strip("/"):
+        raise ValueError(f"repo id {args.repo_id!r} must look like owner/name")
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"model folder not found: {args.model}")
+    if args.dry_run:
+        folder = Path(args.dry_run)
+        folder.mkdir(parents=True, exist_ok=True)
+        stage_repo_folder(args, folder)
+        print(folder)
+        return 0
+    api = HfApi(token=args.token)
+    with tempfile.TemporaryDirectory(prefix="bioclip-push-") as tmp:
+        stage_repo_folder(args, Path(tmp))
+        url = api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+        commit = api.upload_folder(folder_path=tmp, repo_id=url.repo_id, commit_message=args.commit_message)
+    print(commit.commit_url)
+    return 0

@@ -1,0 +1,33 @@
+"""`bioclip-hf train`: contrastive training from a YAML run config and/or flags (see `bioclip_hf.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Standard library only (fast `--help`): flags mirror the TrainConfig fields; values are typed and
+    # validated in `run` by transformers.HfArgumentParser, the same parser `python -m bioclip_hf.train` uses.
+    from ..train_config import TrainConfig
+
+    parser.epilog = "multi-process: accelerate launch -m bioclip_hf.train [CONFIG.yaml] [--setting value ...]"
+    parser.add_argument("config", nargs="?", default=None, help="YAML file of settings (flags override it)")
+    for item in dataclasses.fields(TrainConfig):
+        is_bool = item.type in (bool, "bool")
+        parser.add_argument(
+            f"--{item.name}", default=argparse.SUPPRESS, help=f"{item.metadata.get('help', '')} (default: {item.default})",
+            **({"nargs": "?", "const": "true", "metavar": "BOOL"} if is_bool else {"metavar": item.name.upper()}),
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+    from ..train_config import TrainConfig, parse_config
+
+    argv = [args.config] if args.config else []
+    for item in dataclasses.fields(TrainConfig):
+        if hasattr(args, item.name):
+            argv += [f"--{item.name}", str(getattr(args, item.name))]
+    print(train(parse_config(argv)))
+    return 0
