@@ -6,23 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from train_helpers import TRAIN_CFG, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 
 from bioclip_hf.cli import main
-
-TRAIN_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 24, "layers": 2, "width": 32, "patch_size": 6, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="module")
