@@ -133,3 +133,34 @@ def test_accelerate_launch_two_cpu_processes(run_yaml, tmp_path):
     from bioclip_hf import BioCLIPModel
 
     assert BioCLIPModel.from_pretrained(tmp_path / "run" / "model").config.projection_dim == 16
+
+
+def test_full_hub_round_trip_shards_push_stream_train_push_load(hub_dataset, hub_server, tmp_path, monkeypatch, capsys):
+    """build shards -> push dataset -> stream it by repo id -> train -> push model -> load by repo id -> same outputs."""
+    import numpy as np
+    import torch
+    import yaml
+    from PIL import Image
+
+    from bioclip_hf import BioCLIPModel, BioCLIPProcessor
+
+    repo_id, _ = hub_dataset
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    (tmp_path / "tiny.json").write_text(json.dumps(TRAIN_CFG))
+    settings = {"model_config": str(tmp_path / "tiny.json"), "train_data": repo_id, "batch_size": 3, "max_steps": 3,
+                "warmup_steps": 1, "learning_rate": 1e-3, "shuffle_buffer": 4, "report_to": "none",
+                "progress_bar": False, "output_dir": str(tmp_path / "run"), "text_type": "mixed"}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
+    assert main(["train", str(tmp_path / "run.yaml"), "--push_to_hub", "tester/roundtrip-tiny"]) == 0
+    local_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    streamed = [p for _, p, status in hub_server.state.requests if repo_id in p and ".tar" in p and status < 300]
+    assert streamed, "training must have streamed the shards from the Hub"
+
+    local = BioCLIPModel.from_pretrained(local_dir).eval()
+    remote = BioCLIPModel.from_pretrained("tester/roundtrip-tiny").eval()
+    processor = BioCLIPProcessor.from_pretrained("tester/roundtrip-tiny")
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 32, 3), dtype=np.uint8))
+    inputs = processor(text=["Corvus corax", "Rosa canina"], images=[photo])
+    assert inputs["pixel_values"].shape == (1, 3, 24, 24)  # the trained model's own preprocessing travelled too
+    with torch.no_grad():
+        assert torch.equal(local(**inputs).logits_per_image, remote(**inputs).logits_per_image)
