@@ -66,12 +66,12 @@ def test_model_push_and_load_by_repo_id(hub_server, tiny_model_and_processor):
     from bioclip_hf import BioCLIPModel, BioCLIPProcessor
 
     model, processor = tiny_model_and_processor
-    model.push_to_hub("tester/bioclip-tiny", token=hub_server.token)
-    processor.push_to_hub("tester/bioclip-tiny", token=hub_server.token)
+    model.push_to_hub("tester/bioclip-roundtrip", token=hub_server.token)
+    processor.push_to_hub("tester/bioclip-roundtrip", token=hub_server.token)
 
-    loaded = BioCLIPModel.from_pretrained("tester/bioclip-tiny").eval()
-    loaded_processor = BioCLIPProcessor.from_pretrained("tester/bioclip-tiny")
-    remote_code = AutoModel.from_pretrained("tester/bioclip-tiny", trust_remote_code=True).eval()
+    loaded = BioCLIPModel.from_pretrained("tester/bioclip-roundtrip").eval()
+    loaded_processor = BioCLIPProcessor.from_pretrained("tester/bioclip-roundtrip")
+    remote_code = AutoModel.from_pretrained("tester/bioclip-roundtrip", trust_remote_code=True).eval()
     torch.manual_seed(0)
     pixels = torch.randn(2, 3, 30, 30)
     ids = loaded_processor(text=["a photo of Corvus corax.", "a photo of Pica pica."])["input_ids"]
