@@ -88,6 +88,13 @@ def stream_records(
     return count
 
 
+def quiet_library_skip_warnings() -> None:
+    """The CLI reports skipped images itself (`report_errors`); avoid the library's duplicate warnings."""
+    import logging
+
+    logging.getLogger("bioclip_hf.classify").setLevel(logging.ERROR)
+
+
 def report_errors(command: str, errors: Sequence[Mapping[str, str]]) -> None:
     """One stderr line per skipped image, then a count."""
     for error in errors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._records import add_model_arguments, report_errors
+from ._records import add_model_arguments, quiet_library_skip_warnings, report_errors
 
 EMBED_SUFFIXES = (".parquet", ".npy")
 
@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from ..classify import BaseClassifier
     from ..cli import CLIError
 
+    quiet_library_skip_warnings()
     output = Path(args.output)
     if output.suffix.lower() not in EMBED_SUFFIXES:
         raise CLIError(f"--output must end with {' or '.join(EMBED_SUFFIXES)}, got {output.name}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..taxonomy import RANKS
-from ._records import FORMATS, add_model_arguments, report_errors, stream_records
+from ._records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors, stream_records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
     from ..taxonomy import Taxon
 
+    quiet_library_skip_warnings()
     if args.k < 1:
         raise CLIError(f"--k must be >= 1, got {args.k}")
     tree_of_life = not (args.labels or args.bins or args.few_shot)
