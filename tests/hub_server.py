@@ -524,6 +524,10 @@ def hub_environment(endpoint: str, cache_dir: str | os.PathLike | None = None):
     ]
     if cache_dir is not None:
         patches.append((constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"]))
+    transformers_hub = sys.modules.get("transformers.utils.hub")
+    if transformers_hub is not None and hasattr(transformers_hub, "_hf_api"):
+        # transformers caches one HfApi whose endpoint is fixed at first use; let it be rebuilt here and after.
+        patches.append((transformers_hub, "_hf_api", None))
     with contextlib.suppress(ImportError):
         import datasets.config
 
@@ -542,7 +546,7 @@ def hub_environment(endpoint: str, cache_dir: str | os.PathLike | None = None):
         yield endpoint
     finally:
         for obj, name, value in saved:
-            setattr(obj, name, value)
+            setattr(obj, name, None if name == "_hf_api" else value)
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
