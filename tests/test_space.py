@@ -220,3 +220,35 @@ def test_unloadable_model_gives_a_message_in_process(tmp_path, monkeypatch):
     assert not list((REPO / "spaces").glob("*.pyi"))  # building the UI must not write files into the repo
     app.build_demo()
     assert not list((REPO / "spaces").glob("*.pyi"))
+
+
+def test_build_space_vendors_the_package_and_lists_its_dependencies(tmp_path):
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(REPO / "spaces"))
+    try:
+        from build_space import build_space, main
+    finally:
+        sys.path.remove(str(REPO / "spaces"))
+    examples = tmp_path / "photos"
+    examples.mkdir()
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(examples / "red.jpg")
+    (examples / "notes.txt").write_text("not a photo")
+    out = build_space(tmp_path / "space", examples)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "app.py", "bioclip_hf", "examples", "requirements.txt"]
+    assert [p.name for p in (out / "examples").iterdir()] == ["red.jpg"]
+    assert (out / "bioclip_hf" / "assets" / "bpe_simple_vocab_16e6.txt.gz").is_file()
+    requirements = (out / "requirements.txt").read_text().splitlines()
+    assert any(r.startswith("torch") for r in requirements) and any(r.startswith("gradio") for r in requirements)
+    assert not any("bioclip-hf" in r for r in requirements if not r.startswith("#"))
+    header = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert header["app_file"] == "app.py" and header["sdk"] == "gradio"
+    # The Space's own folder comes first on sys.path: app.py must pick up the vendored package.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import app, bioclip_hf; print(bioclip_hf.__file__); assert callable(app.build_demo)"],
+        cwd=out, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(out)},
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.strip().startswith(str(out))
+    assert main([str(out)]) == 2  # refuses to overwrite
