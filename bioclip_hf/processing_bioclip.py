@@ -323,7 +323,7 @@ class BioCLIPProcessor(ProcessorMixin):
         Example:
             >>> processor = BioCLIPProcessor.from_pretrained("imageomics/bioclip")  # doctest: +SKIP
         """
-        from .modeling_bioclip import resolve_open_clip_files
+        from .modeling_bioclip import _HUB_KWARGS, resolve_open_clip_files
         from .open_clip_format import read_open_clip_config
 
         kwargs.pop("trust_remote_code", None)
@@ -362,14 +362,6 @@ class BioCLIPProcessor(ProcessorMixin):
         path = os.path.join(save_directory, "processor_config.json")
         Path(path).write_text(json.dumps(config, indent=2) + "\n")
         return files + [path]
-
-
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-
-
-def save_open_clip_preprocess(processor: BioCLIPProcessor, path: str | os.PathLike) -> None:
-    """Write the processor's settings as an open_clip `preprocess_cfg` JSON (for inspection)."""
-    Path(path).write_text(json.dumps(processor.image_processor.to_open_clip_preprocess(), indent=2))
 
 
 __all__ = ["BioCLIPImageProcessor", "BioCLIPProcessor", "clean_text", "load_tokenizer", "to_pil"]
