@@ -23,6 +23,17 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def hub_cache_snapshot(cache: Path, repo_id: str, repo_type: str = "model") -> Path:
+    """Create `<type>s--org--name/{refs/main, snapshots/<sha>/}` as huggingface_hub's cache does; return the snapshot."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    return snapshot
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     from bioclip_hf import BioCLIPConfig

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import hub_cache_snapshot
 
 from bioclip_hf import BioCLIPModel, BioCLIPProcessor
 from bioclip_hf.open_clip_format import CheckpointFormatError
@@ -119,18 +120,14 @@ def test_trust_remote_code_without_importing_package(tiny_hf_dir, tmp_path):
 
 
 def _write_hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
-    """Lay files out exactly like huggingface_hub's cache: blobs + snapshots/<commit> + refs/main."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
+    """Lay files out exactly like huggingface_hub's cache: blobs + snapshots/<commit> (symlinks) + refs/main."""
+    snapshot = hub_cache_snapshot(cache, repo_id)
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir()
     for i, (name, src) in enumerate(files.items()):
-        blob = repo / "blobs" / f"{i:040x}"
+        blob = blobs / f"{i:040x}"
         shutil.copyfile(src, blob)
         os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
 
 
 def test_offline_load_by_repo_id_from_hf_cache_open_clip_layout(tiny_open_clip, tmp_path):

@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import hub_cache_snapshot
 
 from bioclip_hf.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, RANKS, Taxon
 from bioclip_hf.tol_index import (
@@ -151,12 +152,9 @@ def test_reads_released_tol_files(tmp_path):
 
 def make_hf_dataset_cache(cache, repo_id: str, index: TreeOfLifeIndex):
     """`datasets--org--name/{refs/main, snapshots/<sha>/...}` exactly as huggingface_hub lays out its cache."""
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(sha)
-    write_tol_release(repo / "snapshots" / sha, index)
-    return repo / "snapshots" / sha
+    snapshot = hub_cache_snapshot(cache, repo_id, repo_type="dataset")
+    write_tol_release(snapshot, index)
+    return snapshot
 
 
 @pytest.fixture
