@@ -12,7 +12,6 @@ from PIL import Image
 
 from bioclip_hf.model_card import CardInfo, build_model_card, eval_results_from_harness
 
-REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = {
     "model": "tiny", "config": {"templates": "openai"},
