@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bioclip_hf.model_card import CardInfo, build_model_card, eval_results_from_harness
-
 
 RESULTS = {
     "model": "tiny", "config": {"templates": "openai"},
