@@ -41,11 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler for every log record: INFO and up with --verbose, WARNING and up otherwise."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # huggingface_hub gives its logger a stderr handler of its own *and* lets records propagate to the root one,
+    # so each of its messages would print twice: keep only ours, at the CLI's level.
+    from huggingface_hub.utils import logging as hub_logging  # noqa: F401  (installs that handler first)
+
+    hub_root = logging.getLogger("huggingface_hub")
+    for handler in list(hub_root.handlers):
+        hub_root.removeHandler(handler)
+    hub_root.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `bioclip-hf` with `argv` (defaults to `sys.argv[1:]`); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

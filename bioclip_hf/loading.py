@@ -46,6 +46,11 @@ def load_model_and_processor(
     Example:
         >>> model, processor = load_model_and_processor("imageomics/bioclip")  # doctest: +SKIP
     """
+    from .hub_access import hub_download_kwargs
+
+    # An unreachable Hub fails here in seconds with one line (or uses the cache), not after minutes of retries,
+    # and before the model code (transformers) is imported.
+    hub = hub_download_kwargs(name_or_path, local_alternative="a local checkpoint folder (--model ./folder)")
     from .modeling_bioclip import BioCLIPModel
     from .processing_bioclip import BioCLIPProcessor
 
@@ -53,7 +58,7 @@ def load_model_and_processor(
     kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or str(name_or_path) in OFFICIAL_REPOS}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = BioCLIPModel.from_pretrained(name_or_path, **kwargs).to(device).eval()
-    processor = BioCLIPProcessor.from_pretrained(name_or_path)
+    model = BioCLIPModel.from_pretrained(name_or_path, **kwargs, **hub).to(device).eval()
+    processor = BioCLIPProcessor.from_pretrained(name_or_path, **hub)
     logger.info("loaded %s on %s", name_or_path, device)
     return model, processor
