@@ -76,7 +76,7 @@ def test_usage_snippet_runs_against_a_local_checkpoint(tiny_hf_dir, tmp_path, mo
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save("photo.jpg")
     exec(compile(snippet, "model_card.md", "exec"), {})
     probs = eval(capsys.readouterr().out.strip())
-    assert len(probs) == 3 and sum(probs.values()) == pytest.approx(1.0, abs=0.01)
+    assert len(probs) == 3 and sum(probs.values()) == pytest.approx(1.0, abs=0.01)  # printed to 3 decimals each
 
 
 def test_harness_results_flow_into_the_card(tiny_model_and_processor, tmp_path):

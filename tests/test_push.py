@@ -59,13 +59,14 @@ def test_push_uploads_model_processor_card_and_open_clip(hub_server, tiny_hf_dir
     printed = capsys.readouterr().out
     probs = eval(printed.strip())  # the snippet prints {label: probability}
     assert set(probs) == {"a photo of Corvus corax.", "a photo of Pica pica.", "a photo of Turdus merula."}
-    assert sum(probs.values()) == pytest.approx(1.0, abs=0.01)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=0.01)  # 3 values rounded to 3 decimals: <= 1.5e-3
 
     # The transformers pipeline snippet (remote code from the repo) gives the same probabilities.
     exec(compile(_code_blocks(card.text, "python")[1], "README.md", "exec"), {})
     from_pipeline = eval(capsys.readouterr().out.strip())
     assert from_pipeline == pytest.approx({label.removeprefix("a photo of ").removesuffix("."): p
                                            for label, p in probs.items()}, abs=2e-3)  # fmt: skip
+    # (both printed rounded to 3 decimals: equal values may round 1e-3 apart)
 
     # The open_clip copy in the repo loads with open_clip's own hf-hub loader and matches the transformers weights.
     assert hf_hub_download("tester/bioclip-tiny", "open_clip_config.json")
@@ -81,6 +82,7 @@ def test_push_uploads_model_processor_card_and_open_clip(hub_server, tiny_hf_dir
     with torch.no_grad():
         ours = reference.encode_image(pixels, normalize=True)
         theirs = torch.nn.functional.normalize(scope["model"].eval().encode_image(pixels), dim=-1)
+    # Unit-norm embeddings from two implementations: a few float32 ulps (see test_parity_open_clip), ~1e-7.
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
