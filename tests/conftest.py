@@ -34,6 +34,13 @@ def hub_cache_snapshot(cache: Path, repo_id: str, repo_type: str = "model") -> P
     return snapshot
 
 
+def pytest_report_header(config):
+    """Which float kernels run (ATen's SIMD level, threads): tolerances must hold for AVX2 and AVX-512, any count."""
+    import torch
+
+    return f"torch {torch.__version__}: cpu capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     from bioclip_hf import BioCLIPConfig

@@ -52,6 +52,7 @@ def test_collect_images_recursive_and_missing(photo_dir):
     assert errors == [{"file": str(photo_dir / "missing.jpg"), "error": f"image not found: {photo_dir / 'missing.jpg'}"}]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("rank", RANKS)
 def test_tree_of_life_predict_every_rank(tiny_model_and_processor, tiny_index, photo_dir, rank):
     model, processor = tiny_model_and_processor
@@ -78,6 +79,7 @@ def test_tree_of_life_predict_every_rank(tiny_model_and_processor, tiny_index, p
     assert frame.shape == (len(records), len(expected_keys))
 
 
+@pytest.mark.float_sensitive
 def test_tree_of_life_subset_k_too_large_and_default_index(
     tiny_model_and_processor, tiny_index, photo_dir, offline_hub_cache  # noqa: F811 (imported fixture)
 ):
@@ -120,6 +122,7 @@ def test_in_memory_images_keep_their_position_across_batches(tiny_model_and_proc
     assert records[2]["label"] == ["x", "y"][int((features @ clf.text_features.T).argmax())]
 
 
+@pytest.mark.float_sensitive
 def test_custom_labels_cache_and_bins(tiny_model_and_processor, photo_dir, tmp_path):
     model, processor = tiny_model_and_processor
     cache = tmp_path / "labels.safetensors"
@@ -155,6 +158,7 @@ def test_custom_labels_cache_and_bins(tiny_model_and_processor, photo_dir, tmp_p
         CustomLabelsClassifier(labels, bins={"duck": "water"}, model=model, processor=processor)
 
 
+@pytest.mark.float_sensitive
 def test_fit_simpleshot_matches_definition():
     torch.manual_seed(0)
     features, labels = torch.randn(12, 5), ["b", "a", "c"] * 4

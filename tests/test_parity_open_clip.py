@@ -50,6 +50,7 @@ def test_tokenizer_ids_identical_to_open_clip(tiny_model_and_processor):
     assert (ref[:, -1] != 0).sum() >= 3, "the >77-token cases must actually be truncated"
 
 
+@pytest.mark.float_sensitive
 def test_tiny_open_clip_embeddings_and_logits_match(tiny_open_clip):
     reference, path = tiny_open_clip
     model = BioCLIPModel.from_pretrained(path).eval()
@@ -57,6 +58,7 @@ def test_tiny_open_clip_embeddings_and_logits_match(tiny_open_clip):
     _assert_parity(reference, model, processor, image_size=30)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.heavy
 def test_vit_b16_open_clip_parity(tmp_path):
     """Random-weight ViT-B-16 (the BioCLIP architecture) saved with open_clip's own Hub writer."""
@@ -126,6 +128,7 @@ def _generated_images():
     ]
 
 
+@pytest.mark.float_sensitive
 def test_preprocessing_matches_open_clip_on_generated_images(tiny_model_and_processor):
     from bioclip_hf import BioCLIPImageProcessor
 
@@ -138,6 +141,7 @@ def test_preprocessing_matches_open_clip_on_generated_images(tiny_model_and_proc
         assert np.abs(got - expected).max() <= 1e-5, (image.mode, image.size)
 
 
+@pytest.mark.float_sensitive
 def test_preprocessing_matches_open_clip_on_real_photos(bird_photos):
     from bioclip_hf import BioCLIPImageProcessor
 

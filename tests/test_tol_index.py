@@ -57,6 +57,7 @@ def python_grouping(index: TreeOfLifeIndex, probs: torch.Tensor, rank: str, k: i
     return results
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("rank", RANKS[:-1])
 def test_aggregation_matches_python_grouping_at_every_rank(rank):
     index = random_index()
@@ -101,6 +102,7 @@ def test_species_rank_k_larger_than_index_and_min_prob():
         index.top_clades(probs, "tribe")
 
 
+@pytest.mark.float_sensitive
 def test_subset_by_names_and_table_is_renormalised(tmp_path):
     index = random_index()
     features = torch.nn.functional.normalize(torch.randn(3, index.dim), dim=-1)
@@ -187,6 +189,7 @@ def test_from_hub_reads_offline_cache(offline_hub_cache):
         default_index_repo("/some/local/model")
 
 
+@pytest.mark.float_sensitive
 def test_build_with_tiny_model_is_template_averaged(tiny_model_and_processor):
     model, processor = tiny_model_and_processor
     taxa = random_taxa(5)

@@ -8,7 +8,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="imageomics/bioclip", help="checkpoint folder or Hub id")
     parser.add_argument("--task", action="append",
-                        help="bundled task name (e.g. rare_species, birds525; see evals/tasks/) or a YAML path; repeatable")  # fmt: skip
+                        help="bundled task name (e.g. rare_species, birds525; an unknown name lists them) or a YAML path; repeatable")  # fmt: skip
     parser.add_argument("--data-dir", help="local image folder replacing the task's dataset (alone: an ad-hoc task, class = folder)")
     parser.add_argument("--split", help="override the task's split")
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 5], help="few-shot k values (default: 1 5; none: zero-shot only)")

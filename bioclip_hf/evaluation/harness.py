@@ -60,7 +60,7 @@ class EvalConfig:
 
 @functools.cache
 def load_metric(name: str):
-    """A metric module from evals/metrics/<name>/ through `evaluate.load` (local path: works offline)."""
+    """A metric module shipped in the package (`metrics/<name>/`) through `evaluate.load` (a local path: offline)."""
     import evaluate
 
     path = METRICS_DIR / name
@@ -246,7 +246,7 @@ def run(model_name_or_path: str, specs: list[TaskSpec], config: EvalConfig | Non
 
     Args:
         model_name_or_path: checkpoint folder or Hub id (also recorded in the results).
-        specs: task specs (see `evals.tasks.load_task`).
+        specs: task specs (see `bioclip_hf.evaluation.tasks.load_task`).
         config: run options.
         output: results JSON path; the table goes to the same path with suffix .md.
         model, processor: already loaded objects (skip loading).

@@ -1,4 +1,4 @@
-"""Benchmark task specs: one YAML file per task under evals/tasks/ (see evals/README.md for the fields)."""
+"""Benchmark task specs: one YAML file per task under `tasks/` in this package (the repository's evals/tasks; fields: evals/README.md)."""
 
 from __future__ import annotations
 
