@@ -95,6 +95,36 @@ def test_offline_mode_without_cache_says_so(unreachable_hub, monkeypatch):
         hub_download_kwargs("org/missing")
 
 
+def test_a_hub_that_errors_or_never_answers_counts_as_unreachable(unreachable_hub, monkeypatch):
+    """HTTP 5xx (the Hub is down) and a silent endpoint (a black-holed network) fail like a refused connection."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    class Down(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's naming)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(HubUnavailableError, match=r"\(HTTP 503\) and model org/name is not in the local cache"):
+            hub_download_kwargs("org/name")
+        server.shutdown()
+    with socket.socket() as silent:  # accepts connections (kernel backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+        with pytest.raises(HubUnavailableError, match=r"\(no answer within 1 s\)"):
+            hub_download_kwargs("org/name")
+
+
 def test_a_reachable_hub_changes_nothing(hub_server):
     assert hub_download_kwargs("tester/anything") == {}
     assert any(method == "HEAD" and path == "/" for method, path, _ in hub_server.state.requests)
