@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .registry import DEFAULT_MODEL, MODELS, check_revision_cached, is_local, model_revision, normalize_model_id
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "imageomics/bioclip"
+__all__ = ["DEFAULT_MODEL", "OFFICIAL_REPOS", "load_model_and_processor", "resolve_device"]
 # The official releases may only ship open_clip's pickle weights; they are read with
-# torch.load(weights_only=True), which refuses arbitrary objects, so the CLI opts in for them alone.
-OFFICIAL_REPOS = frozenset({"imageomics/bioclip", "imageomics/bioclip-2"})
+# torch.load(weights_only=True), which refuses arbitrary objects, so the loader opts in for them alone.
+OFFICIAL_REPOS = frozenset(entry.repo_id for entry in MODELS)
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -33,27 +35,35 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def load_model_and_processor(
-    name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False
+    name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False,
+    revision: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a BioCLIP model (eval mode, on `device`) and its processor from a folder or Hub repo id.
 
     Args:
-        name_or_path: transformers- or open_clip-format checkpoint (local folder or Hub repo id).
+        name_or_path: transformers- or open_clip-format checkpoint (local folder, Hub repo id, `hf-hub:` id).
         device: "cpu", "cuda", "cuda:1", "mps" or None/"auto".
         dtype: optional torch dtype for the weights (e.g. torch.float16 on GPU).
         allow_pickle: allow reading pickle weights of open_clip checkpoints (always on for `OFFICIAL_REPOS`).
+        revision: branch, tag or commit of a Hub repo; None loads the registry's pinned commit (if any) or `main`.
 
     Example:
-        >>> model, processor = load_model_and_processor("imageomics/bioclip")  # doctest: +SKIP
+        >>> model, processor = load_model_and_processor("hf-hub:imageomics/bioclip")  # doctest: +SKIP
     """
     from .modeling_bioclip import BioCLIPModel
     from .processing_bioclip import BioCLIPProcessor
 
+    name = normalize_model_id(name_or_path)
+    revision = model_revision(name, revision)
     device = resolve_device(device)
-    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or str(name_or_path) in OFFICIAL_REPOS}
+    hub: dict[str, Any] = {}
+    if not is_local(name) and revision:
+        check_revision_cached(name, revision)
+        hub["revision"] = revision
+    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or name in OFFICIAL_REPOS, **hub}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = BioCLIPModel.from_pretrained(name_or_path, **kwargs).to(device).eval()
-    processor = BioCLIPProcessor.from_pretrained(name_or_path)
-    logger.info("loaded %s on %s", name_or_path, device)
+    model = BioCLIPModel.from_pretrained(name, **kwargs).to(device).eval()
+    processor = BioCLIPProcessor.from_pretrained(name, **hub)
+    logger.info("loaded %s%s on %s", name, f"@{revision}" if revision else "", device)
     return model, processor

@@ -39,11 +39,6 @@ logger = logging.getLogger(__name__)
 
 TOL_EMBEDDINGS_FILE = "embeddings/txt_emb_species.npy"
 TOL_NAMES_FILE = "embeddings/txt_emb_species.json"
-# Model repo -> dataset repo holding the species text embeddings computed with that model.
-DEFAULT_INDEX_REPOS = {
-    "imageomics/bioclip": "imageomics/TreeOfLife-10M",
-    "imageomics/bioclip-2": "imageomics/TreeOfLife-200M",
-}
 EMBEDDINGS_NAME, TAXA_NAME, META_NAME = "embeddings.safetensors", "taxa.parquet", "index.json"
 
 
@@ -375,15 +370,6 @@ def load_index(spec: str | os.PathLike) -> TreeOfLifeIndex:
     if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
         return TreeOfLifeIndex.from_hub(str(spec))
     return TreeOfLifeIndex.load(path)
-
-
-def default_index_repo(model_name_or_path: str) -> str:
-    """The Hub dataset with the released TreeOfLife embeddings for a model id, or a clear error."""
-    key = str(model_name_or_path).removeprefix("hf-hub:").rstrip("/")
-    if key in DEFAULT_INDEX_REPOS:
-        return DEFAULT_INDEX_REPOS[key]
-    raise ValueError(f"no released Tree-of-Life index for model {model_name_or_path!r}; "
-                     "build one with `bioclip-hf build-index taxa.csv` and pass --index")  # fmt: skip
 
 
 def _names_lower(taxon: Taxon) -> tuple[str, ...]:

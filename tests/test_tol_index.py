@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import hub_cache_snapshot
 
+from bioclip_hf.registry import default_index_repo
 from bioclip_hf.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, RANKS, Taxon
 from bioclip_hf.tol_index import (
     TOL_EMBEDDINGS_FILE,
@@ -18,7 +19,6 @@ from bioclip_hf.tol_index import (
     TreeOfLifeIndex,
     aggregate_probs,
     clade_label,
-    default_index_repo,
     encode_prompts,
     load_index,
 )

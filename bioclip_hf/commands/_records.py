@@ -104,10 +104,12 @@ def report_errors(command: str, errors: Sequence[Mapping[str, str]]) -> None:
 
 
 def add_model_arguments(parser: Any, batch_size: int = 32) -> None:
-    """--model, --device, --batch-size, --no-progress (shared)."""
-    from ..loading import DEFAULT_MODEL
+    """--model, --revision, --device, --batch-size, --no-progress (shared)."""
+    from ..registry import DEFAULT_MODEL
 
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder or Hub id (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model folder or Hub id, hf-hub: prefix accepted (default: {DEFAULT_MODEL}; see list-models)")
+    parser.add_argument("--revision", help="branch, tag or commit of the model repo (default: the registry's pin, else main)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default: {batch_size})")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tol_index import TreeOfLifeIndex
 
     taxa = read_taxa_table(args.taxa)
-    model, processor = load_model_and_processor(args.model, device=args.device)
+    model, processor = load_model_and_processor(args.model, device=args.device, revision=args.revision)
     templates = OPENAI_TEMPLATES if args.templates == "openai" else (DEFAULT_TEMPLATE,)
     index = TreeOfLifeIndex.build(taxa, model, processor, text_type=args.text_type, templates=templates,
                                   batch_size=args.batch_size, progress=not args.no_progress)  # fmt: skip

@@ -9,10 +9,11 @@ from ._records import FORMATS, write_records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..loading import DEFAULT_MODEL
+    from ..registry import DEFAULT_MODEL
 
     parser.add_argument("--index", help="index folder from build-index or txt_emb_species.npy (default: the model's)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model whose released index to list (default: {DEFAULT_MODEL})")
+    parser.add_argument("--index-revision", help="branch, tag or commit of the model's released index (default: the registry's)")
     parser.add_argument("--rank", type=str.lower, choices=RANKS, default="species", help="list clades at this rank")
     parser.add_argument("--subset", help="only clades inside: CSV of clades or 'Aves,Mammalia'")
     parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
@@ -22,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ..tol_index import TreeOfLifeIndex, clade_label, default_index_repo, load_index
+    from ..registry import load_registry_index
+    from ..tol_index import clade_label, load_index
     from .predict import _subset
 
-    index = load_index(args.index) if args.index else TreeOfLifeIndex.from_hub(default_index_repo(args.model))
+    index = load_index(args.index) if args.index else load_registry_index(args.model, args.index_revision)
     subset = _subset(args.subset)
     if subset is not None:
         index = index.subset(table=subset) if isinstance(subset, str) else index.subset(names=subset)
