@@ -5,7 +5,7 @@ images (kept in `classifier.errors`, never aborting the batch) and returns plain
 `records_to_dataframe` turns into a pandas DataFrame.
 
 Example:
-    >>> clf = TreeOfLifeClassifier()  # imageomics/bioclip + TreeOfLife-10M  # doctest: +SKIP
+    >>> clf = TreeOfLifeClassifier()  # imageomics/bioclip-2 + TreeOfLife-200M  # doctest: +SKIP
     >>> records_to_dataframe(clf.predict(["photos/"], rank="family", k=3))  # doctest: +SKIP
 """
 
