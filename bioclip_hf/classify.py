@@ -62,7 +62,7 @@ def collect_images(inputs: Any, recursive: bool = True) -> tuple[list[Any], list
             pattern = path.rglob("*") if recursive else path.glob("*")
             images.extend(str(p) for p in sorted(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
-            images.append(str(path))
+            images.append(item if isinstance(item, str) else str(path))  # the user's spelling ("./a.jpg") is the key
         else:
             errors.append({"file": str(path), "error": f"image not found: {path}"})
     return images, errors
@@ -131,7 +131,9 @@ class BaseClassifier:
 
     def provenance(self) -> dict[str, Any]:
         """What produced the predictions: model id + revision + resolved commit, preprocessing, device."""
-        model = model_provenance(self.model_name, self.model_revision) if self.model_name else {"id": None}
+        model = getattr(self.model, "bioclip_source", None)  # set by load_model_and_processor
+        if model is None or model.get("id") != self.model_name:
+            model = model_provenance(self.model_name, self.model_revision) if self.model_name else {"id": None}
         image_processor = self.processor.image_processor
         config = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {}
         return {"model": model, "preprocessing": json.loads(json.dumps(config, default=str)), "device": str(self.device),

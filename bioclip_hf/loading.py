@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .registry import DEFAULT_MODEL, MODELS, check_revision_cached, is_local, model_revision, normalize_model_id
+from .registry import (
+    DEFAULT_MODEL,
+    MODELS,
+    check_revision_cached,
+    is_local,
+    model_provenance,
+    model_revision,
+    normalize_model_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,5 +73,7 @@ def load_model_and_processor(
         kwargs["dtype"] = dtype
     model = BioCLIPModel.from_pretrained(name, **kwargs).to(device).eval()
     processor = BioCLIPProcessor.from_pretrained(name, **hub)
+    # Where the weights came from (commit read back from the HF cache now), for classifiers given this model.
+    model.bioclip_source = model_provenance(name, revision)
     logger.info("loaded %s%s on %s", name, f"@{revision}" if revision else "", device)
     return model, processor

@@ -96,7 +96,7 @@ def release(tmp_path_factory):
         pixels = (0.6 * smooth + 0.4 * rng.integers(0, 255, (224, 224, 3))).astype(np.uint8)
         photos.append(root / f"photo{i}.png")
         Image.fromarray(pixels).save(photos[-1])
-    return root, cache, [str(p) for p in photos]
+    return root, cache, [f"./{p.name}" for p in photos]  # relative, as typed: both key records by the string given
 
 
 def _run(script: str, module: str, release, name: str) -> dict:
@@ -105,7 +105,7 @@ def _run(script: str, module: str, release, name: str) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(root / "home"),
            "TORCHDYNAMO_DISABLE": "1"}  # pybioclip wraps the model in torch.compile; eager gives the same numbers
     proc = subprocess.run([sys.executable, "-c", script, module, str(out), *photos], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+                          text=True, timeout=600, cwd=root)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text())
 
@@ -149,6 +149,7 @@ def test_keys_columns_and_errors_match(answers, release):
     assert list(theirs["species"][0]) == pybioclip_columns("species") == list(ours["species"][0])
     assert list(theirs["family"][0]) == pybioclip_columns("family")
     assert {r["file_name"] for r in ours["pil_genus"]} == {"0", "1", "2"}  # in-memory images keyed by position
+    assert ours["species"][0]["file_name"] == theirs["species"][0]["file_name"] == "./photo0.png"
     # A taxon without an epithet is "Genus " in pybioclip's species column; the test index has such taxa.
     assert ours["label_data"] == theirs["label_data"]
     assert any(row["species_epithet"] == "" and row["species"].endswith(" ") for row in theirs["label_data"]["rows"])

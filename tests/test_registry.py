@@ -106,6 +106,13 @@ def test_pinned_commit_is_loaded_and_recorded_offline(bioclip2_cache, photos):
     assert torch.equal(projection(latest), bioclip2_cache["newer"].visual.proj.detach().T)
     assert latest.provenance()["model"] == {"id": "imageomics/bioclip-2", "revision": "main", "commit": OTHER_COMMIT}
     assert len(latest.predict(photos, "genus", k=2)) == 4
+    # A classifier handed an already-loaded model reports where that model came from (the pin, not main).
+    from bioclip_hf import CustomLabelsClassifier
+    from bioclip_hf.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor("hf-hub:imageomics/bioclip-2")
+    labels = CustomLabelsClassifier(["a", "b"], model=model, processor=processor, model_name_or_path="imageomics/bioclip-2")
+    assert labels.provenance()["model"]["commit"] == PINNED
 
 
 def test_pinned_commit_missing_from_offline_cache_is_one_line(offline_hub_cache, tmp_path, photos, capsys):  # noqa: F811
