@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-index": ("bioclip_hf.commands.build_index", "embed a taxa table into a Tree-of-Life index"),
     "train": ("bioclip_hf.commands.train", "train or fine-tune a BioCLIP model (contrastive, accelerate)"),
     "push": ("bioclip_hf.commands.push", "upload a model + processor + model card (+ open_clip copy) to the Hub"),
-    "evaluate": ("bioclip_hf.commands.evaluate", "zero-shot and few-shot benchmark harness over task specs (evals/)"),
+    "evaluate": ("bioclip_hf.commands.evaluate", "zero-shot and few-shot benchmark harness over task specs"),
 }
 
 

@@ -1,7 +1,8 @@
-"""Model cards for BioCLIP checkpoints: the repo-root `model_card.md` template rendered with huggingface_hub.
+"""Model cards for BioCLIP checkpoints: the `model_card.md` template rendered with huggingface_hub.
 
+The template ships in the package (`templates/model_card.md`, a link to the repository's top-level `model_card.md`).
 The card's metadata (library, pipeline tag, base model, datasets, license) and its `model-index` come from a
-`ModelCardData`; evaluation results come from a results JSON written by the evals harness (`evals/harness.py`).
+`ModelCardData`; evaluation results come from a results JSON written by the harness (`bioclip-hf evaluate`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_card.md"
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 TEXT_TYPES_IN_CARD = ("taxonomic", "scientific", "common", "taxonomic+common", "scientific+common")
 
 
@@ -103,7 +104,7 @@ def build_model_card(info: CardInfo, eval_results: str | os.PathLike | dict | No
     Args:
         info: what to say about the checkpoint.
         eval_results: harness results (dict or JSON path) for the `model-index` and the results table.
-        template_path: Jinja template (default: the repository's `model_card.md`).
+        template_path: Jinja template (default: the bundled `model_card.md`).
 
     Example:
         >>> card = build_model_card(CardInfo("me/bioclip-ft"), "eval_results.json")  # doctest: +SKIP

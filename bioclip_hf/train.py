@@ -231,14 +231,7 @@ def write_model_card(folder: Path, config: TrainConfig) -> None:
         repo_id=config.push_to_hub or Path(config.output_dir).name, base_model=hub_id(config.init_from),
         datasets=[data] if data else [], has_open_clip=False, summary=summary,
     )
-    try:
-        card = build_model_card(info)
-    except FileNotFoundError:  # installed without the repository's card template: a minimal card
-        from huggingface_hub import ModelCard, ModelCardData
-
-        meta = ModelCardData(library_name="transformers", pipeline_tag="zero-shot-image-classification",
-                             license=info.license, base_model=info.base_model, tags=info.tags)  # fmt: skip
-        card = ModelCard(f"---\n{meta.to_yaml()}\n---\n\n# {info.model_name}\n\n{summary}\n")
+    card = build_model_card(info)
     card.save(str(folder / "README.md"))
 
 

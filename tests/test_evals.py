@@ -1,22 +1,21 @@
-"""evals/: local evaluate metrics, task specs, and the zero-/few-shot harness on generated and real photos."""
+"""bioclip_hf.evaluation (evals/): local evaluate metrics, task specs, and the zero-/few-shot harness."""
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `evals` is a top-level folder of the repository, not part of the installed package
+from bioclip_hf.cli import main as cli_main
+from bioclip_hf.evaluation import harness
+from bioclip_hf.evaluation.data import load_task_data
+from bioclip_hf.evaluation.tasks import TASKS_DIR, TaskSpec, list_tasks, load_task, task_from_dict
 
-from evals import harness  # noqa: E402
-from evals.data import load_task_data  # noqa: E402
-from evals.tasks import TaskSpec, list_tasks, load_task, task_from_dict  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CLASSES = {  # folder -> (lineage kingdom..species epithet, common name, RGB colour of its generated photos)
     "raven": (("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax"), "common raven", (20, 20, 30)),
@@ -61,13 +60,13 @@ def test_metrics_load_offline_from_local_paths(monkeypatch):
     import evaluate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    top_k = evaluate.load(str(REPO / "evals/metrics/top_k_accuracy"))
+    top_k = evaluate.load(str(harness.METRICS_DIR / "top_k_accuracy"))
     result = top_k.compute(predictions=[[2, 0, 1], [0, 1, 2], [1, 2, 0]], references=[0, 2, 1], k=[1, 2, 3])
     assert result == {"top1_accuracy": pytest.approx(1 / 3), "top2_accuracy": pytest.approx(2 / 3), "top3_accuracy": 1.0}
     with pytest.raises(ValueError, match="ranks only 2 classes but k=5"):
         top_k.compute(predictions=[[0, 1]], references=[0], k=[1, 5])
 
-    taxonomic = evaluate.load(str(REPO / "evals/metrics/taxonomic_accuracy"))
+    taxonomic = evaluate.load(str(harness.METRICS_DIR / "taxonomic_accuracy"))
     raven = ["Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax"]
     magpie = ["Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica"]
     rose = ["Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "canina"]
@@ -95,8 +94,17 @@ def test_bundled_task_specs():
         _ = specs["plankton"].location
     # uncertain Hub ids are flagged in the YAML, not invented
     for name in paper[1:9]:
-        text = (REPO / "evals" / "tasks" / f"{name}.yaml").read_text()
+        text = (TASKS_DIR / f"{name}.yaml").read_text()
         assert "UNCERTAIN" in text and specs[name].dataset is None
+
+
+def test_package_resources_are_the_repository_folders():
+    """One source of truth: the package's tasks/, metrics/ and card template are links to evals/ and model_card.md."""
+    from bioclip_hf.model_card import TEMPLATE_PATH
+
+    assert TASKS_DIR.resolve() == (REPO / "evals" / "tasks").resolve()
+    assert harness.METRICS_DIR.resolve() == (REPO / "evals" / "metrics").resolve()
+    assert TEMPLATE_PATH.resolve() == (REPO / "model_card.md").resolve()
 
 
 def test_task_spec_errors(tmp_path):
@@ -173,8 +181,8 @@ def test_harness_cli_writes_json_and_table(generated, tiny_hf_dir, tmp_path, cap
     root, _ = generated
     output = tmp_path / "out" / "results.json"
     # an ad-hoc task: any local image folder, class = folder name (used as the common name)
-    assert harness.main(["--model", str(tiny_hf_dir), "--data-dir", str(root), "--templates", "single",
-                         "--shots", "1", "2", "--seeds", "3", "--output", str(output)]) == 0  # fmt: skip
+    assert cli_main(["evaluate", "--model", str(tiny_hf_dir), "--data-dir", str(root), "--templates", "single",
+                     "--shots", "1", "2", "--seeds", "3", "--output", str(output)]) == 0  # fmt: skip
     results = json.loads(output.read_text())
     task = results["tasks"][root.name]
     assert task["num_examples"] == 28 and task["num_classes"] == 4
@@ -184,8 +192,8 @@ def test_harness_cli_writes_json_and_table(generated, tiny_hf_dir, tmp_path, cap
     assert table in capsys.readouterr().out
     zero = 100 * task["zero_shot"]["common"]["top1_accuracy"]
     assert f"| {root.name} | 28 | 4 | {zero:.1f} |" in table
-    with pytest.raises(ValueError, match="give --task"):
-        harness.main(["--model", str(tiny_hf_dir)])
+    assert cli_main(["evaluate", "--model", str(tiny_hf_dir)]) == 2
+    assert "give a task (one of: " in capsys.readouterr().err
 
 
 def test_harness_reads_a_hub_dataset(hub_server, generated, tiny_model_and_processor, tmp_path):

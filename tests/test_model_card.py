@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bioclip_hf.model_card import CardInfo, build_model_card, eval_results_from_harness
-
-REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = {
     "model": "tiny", "config": {"templates": "openai"},
@@ -84,11 +80,10 @@ def test_usage_snippet_runs_against_a_local_checkpoint(tiny_hf_dir, tmp_path, mo
 
 
 def test_harness_results_flow_into_the_card(tiny_model_and_processor, tmp_path):
-    sys.path.insert(0, str(REPO))
     from test_evals import _make_image_folder
 
-    from evals import harness
-    from evals.tasks import TaskSpec
+    from bioclip_hf.evaluation import harness
+    from bioclip_hf.evaluation.tasks import TaskSpec
 
     root = _make_image_folder(tmp_path / "data")
     model, processor = tiny_model_and_processor

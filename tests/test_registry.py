@@ -200,7 +200,7 @@ def test_online_resolution_records_the_commit_obtained(hub_server, tiny_open_cli
 
     from bioclip_hf import TreeOfLifeClassifier
 
-    api, (reference, folder) = HfApi(), tiny_open_clip
+    api, folder = HfApi(), tiny_open_clip[1]
     api.create_repo("imageomics/bioclip", token=hub_server.token)
     api.upload_folder(folder_path=str(folder), repo_id="imageomics/bioclip", token=hub_server.token)
     release = write_index_release(tmp_path / "staging", "imageomics/TreeOfLife-10M", index_for(16, random_taxa(12)),

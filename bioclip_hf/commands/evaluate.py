@@ -1,4 +1,4 @@
-"""`bioclip-hf evaluate`: zero-shot and few-shot benchmark harness (evals/ in the repository checkout)."""
+"""`bioclip-hf evaluate`: zero-shot and few-shot benchmark harness (`bioclip_hf.evaluation`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The harness options, shared with `python -m evals.harness`."""
     from ..registry import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint folder or Hub id (default: {DEFAULT_MODEL})")
     parser.add_argument("--task", action="append",
-                        help="task name (a YAML file in evals/tasks/, e.g. rare_species, birds525) or YAML path; repeatable")  # fmt: skip
+                        help="bundled task name (e.g. rare_species, birds525; see evals/tasks/) or a YAML path; repeatable")  # fmt: skip
     parser.add_argument("--data-dir", help="local image folder replacing the task's dataset (alone: an ad-hoc task, class = folder)")
     parser.add_argument("--split", help="override the task's split")
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 5], help="few-shot k values (default: 1 5; none: zero-shot only)")
@@ -27,14 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
+    from ..evaluation.harness import EvalConfig, resolve_specs
+    from ..evaluation.harness import run as run_harness
+    from ..evaluation.report import results_table
 
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "evals" / "harness.py").is_file():
-        raise FileNotFoundError(f"the evals/ folder of the bioclip-hf repository is needed (not found under {repo})")
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    from evals.harness import run_from_args
-
-    return run_from_args(args)
+    if any(k < 1 for k in args.shots) or args.seeds < 1:
+        raise ValueError("--shots and --seeds must be >= 1")
+    config = EvalConfig(shots=tuple(args.shots), seeds=args.seeds, templates=args.templates, text_types=args.text_types,
+                        batch_size=args.batch_size, max_classes=args.max_classes, max_per_class=args.max_per_class,
+                        device=args.device)  # fmt: skip
+    results = run_harness(args.model, resolve_specs(args.task, args.data_dir, args.split), config, output=args.output)
+    print(results_table(results))
+    return 0

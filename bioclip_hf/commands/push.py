@@ -8,12 +8,12 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model folder (transformers or open_clip layout) to upload")
     parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/bioclip-finetune (created if missing)")
-    parser.add_argument("--eval-results", metavar="JSON", help="harness results (python -m evals.harness) for the card")
+    parser.add_argument("--eval-results", metavar="JSON", help="harness results (bioclip-hf evaluate) for the card")
     parser.add_argument("--base-model", default="imageomics/bioclip", help="base_model in the card (default: imageomics/bioclip)")
     parser.add_argument("--dataset", action="append", dest="datasets", metavar="ID",
                         help="training dataset Hub id (repeatable; default imageomics/TreeOfLife-10M)")  # fmt: skip
     parser.add_argument("--license", default="mit", help="license id for the card (default: mit)")
-    parser.add_argument("--template", help="model card template (default: the repository's model_card.md)")
+    parser.add_argument("--template", help="model card template (default: the bundled model_card.md)")
     parser.add_argument("--no-open-clip", action="store_true", help="do not add the open_clip copy of the weights")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--commit-message", default="Upload BioCLIP model with bioclip-hf", help="commit message")

@@ -1,23 +1,22 @@
 """Zero-shot and few-shot (SimpleShot) evaluation of a BioCLIP model over benchmark task specs.
 
-Usage (from the repository root):
-    python -m evals.harness --model imageomics/bioclip --task rare_species --output results.json
-    python -m evals.harness --model ./my-model --task birds525 --data-dir ../shared/data/birds525
-    python -m evals.harness --model ./my-model --data-dir ./any_image_folder   # ad-hoc task, class = folder
+Usage (command line: `bioclip-hf evaluate`, see `bioclip_hf.commands.evaluate`):
+    bioclip-hf evaluate --model imageomics/bioclip --task rare_species --output results.json
+    bioclip-hf evaluate --model ./my-model --task birds525 --data-dir ../shared/data/birds525
+    bioclip-hf evaluate --model ./my-model --data-dir ./any_image_folder   # ad-hoc task, class = folder
 
 Protocol (BioCLIP paper): zero-shot scores every class text, averaged over prompt templates, for each text type;
 few-shot draws k examples per class as support (SimpleShot: centre, L2-normalise, nearest centroid), scores the
-remaining examples, and averages over 5 seeds. Metrics come from the local `evaluate` modules in evals/metrics/.
+remaining examples, and averages over 5 seeds. Metrics come from the local `evaluate` modules shipped in the package
+(`bioclip_hf/evaluation/metrics/`, the repository's `evals/metrics/`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import functools
 import logging
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .data import TaskData, load_task_data, open_image
-from .report import results_table, write_results
+from .report import write_results
 from .tasks import TaskSpec, list_tasks, load_task
 
 logger = logging.getLogger(__name__)
@@ -276,54 +275,25 @@ def run(model_name_or_path: str, specs: list[TaskSpec], config: EvalConfig | Non
     return results
 
 
-def _specs_from_args(args: argparse.Namespace) -> list[TaskSpec]:
-    if not args.task:
-        if not args.data_dir:
-            raise ValueError("give --task (one of: " + ", ".join(list_tasks()) + ") or --data-dir")
-        folder = Path(args.data_dir)
-        return [TaskSpec(name=folder.name, title=folder.name, dataset=str(folder), split=args.split or "train")]
+def resolve_specs(tasks: list[str] | None, data_dir: str | None = None, split: str | None = None) -> list[TaskSpec]:
+    """Task specs by name or YAML path, with a local `data_dir` / `split` override; no task: `data_dir` is an ad-hoc
+    task (one class per sub-folder).
+
+    Example:
+        >>> [spec.name for spec in resolve_specs(["birds525"], data_dir="photos/birds525")]
+        ['birds525']
+    """
+    if not tasks:
+        if not data_dir:
+            raise ValueError("give a task (one of: " + ", ".join(list_tasks()) + ") or a data folder")
+        folder = Path(data_dir)
+        return [TaskSpec(name=folder.name, title=folder.name, dataset=str(folder), split=split or "train")]
     specs = []
-    for name in args.task:
+    for name in tasks:
         spec = load_task(name)
-        if args.data_dir:
-            spec.data_dir = args.data_dir
-        if args.split:
-            spec.split = args.split
+        if data_dir:
+            spec.data_dir = data_dir
+        if split:
+            spec.split = split
         specs.append(spec)
     return specs
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The harness command line (the same options as `bioclip-hf evaluate`)."""
-    from bioclip_hf.commands.evaluate import add_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m evals.harness", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the harness for parsed command-line options; prints the markdown table."""
-    if any(k < 1 for k in args.shots) or args.seeds < 1:
-        raise ValueError("--shots and --seeds must be >= 1")
-    config = EvalConfig(shots=tuple(args.shots), seeds=args.seeds, templates=args.templates, text_types=args.text_types,
-                        batch_size=args.batch_size, max_classes=args.max_classes, max_per_class=args.max_per_class,
-                        device=args.device)  # fmt: skip
-    results = run(args.model, _specs_from_args(args), config, output=args.output)
-    print(results_table(results))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m evals.harness` entry: parse options and run."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_from_args(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    try:
-        sys.exit(main())
-    except (ValueError, KeyError, FileNotFoundError, OSError) as err:
-        print(f"evals.harness: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        sys.exit(2)
