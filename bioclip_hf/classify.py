@@ -329,8 +329,8 @@ class TreeOfLifeClassifier(BaseClassifier):
         rank = check_rank(rank)
         groups = self.full_index.groups(rank)
         names = [taxon.name_at(rank).lower() for taxon in groups.taxa]
-        values = [str(value).strip() for value in user_values]
-        unknown = [value for value in values if value.lower() not in set(names)]
+        values, known = [str(value).strip() for value in user_values], set(names)
+        unknown = [value for value in values if value.lower() not in known]
         if unknown:
             raise ValueError(f"Unknown {rank} received: {', '.join(unknown)}. Only known {rank} may be used.")
         wanted = {value.lower() for value in values}
@@ -438,10 +438,11 @@ class CustomLabelsClassifier(BaseClassifier):
             return None
         if any(_is_missing(value) for value in bins.values()):
             raise ValueError("Empty, null, or nan are not allowed for bin values.")  # pybioclip's words
-        missing = [label for label in self.labels if label not in bins]
+        cleaned = {str(label).strip(): str(value).strip() for label, value in bins.items()}
+        missing = [label for label in self.labels if label not in cleaned]
         if missing:
             raise ValueError(f"labels without a bin: {', '.join(missing[:5])}")
-        return {str(label).strip(): str(value).strip() for label, value in bins.items()}
+        return cleaned
 
     def _template_keys(self) -> list[str]:
         return [t if isinstance(t, str) else repr(t(" {} ")) for t in self.templates]

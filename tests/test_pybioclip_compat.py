@@ -41,6 +41,16 @@ SCRIPT = textwrap.dedent('''
         tol.create_taxa_filter(mod.Rank.GENUS, [genus, "Nonexistentia"])
     except ValueError as err:
         out["filter_error"] = str(err)
+    with open("subset.csv", "w") as handle:
+        handle.write(f"genus\\n{genus}\\n")
+    tol.apply_filter(tol.create_taxa_filter_from_csv("subset.csv"))
+    out["csv_filtered"] = tol.predict(images[2:4], mod.Rank.SPECIES, k=50)
+    with open("bad_subset.csv", "w") as handle:
+        handle.write("tribe\\nCorvini\\n")
+    try:
+        tol.create_taxa_filter_from_csv("bad_subset.csv")
+    except ValueError as err:
+        out["csv_error"] = str(err)
     progress = []
     cls = mod.CustomLabelsClassifier(cls_ary=["duck", "goose", "crow", "magpie"], model_str=model)
     out["labels_all"] = cls.predict(images, callback=lambda done, total: progress.append([done, total]), batch_size=2)
@@ -137,7 +147,8 @@ def assert_same_predictions(ours: list[dict], theirs: list[dict]) -> None:
                 assert key in by_class and by_class[key] == pytest.approx(b["score"], rel=2 * REL), (file, position)
 
 
-@pytest.mark.parametrize("call", ["species", "family", "pil_genus", "filtered", "labels_all", "labels_k2", "bins"])
+@pytest.mark.parametrize("call", ["species", "family", "pil_genus", "filtered", "csv_filtered", "labels_all", "labels_k2",
+                                  "bins"])
 def test_same_script_same_answers(answers, call):
     theirs, ours = answers["bioclip"][call], answers["bioclip_hf.pybioclip"][call]
     assert theirs, "pybioclip returned nothing: the comparison would be vacuous"
@@ -154,6 +165,7 @@ def test_keys_columns_and_errors_match(answers, release):
     assert ours["label_data"] == theirs["label_data"]
     assert any(row["species_epithet"] == "" and row["species"].endswith(" ") for row in theirs["label_data"]["rows"])
     assert ours["filter_error"] == theirs["filter_error"] and "Nonexistentia" in theirs["filter_error"]
+    assert ours["csv_error"] == theirs["csv_error"] and "named 'tribe'" in theirs["csv_error"]
     assert ours["bin_error"] == theirs["bin_error"] == "Empty, null, or nan are not allowed for bin values."
     assert ours["labels_progress"] == theirs["labels_progress"] == [[2, 5], [4, 5], [5, 5]]
     assert len(theirs["labels_all"]) == 5 * 4 and len(theirs["bins"]) == 5
