@@ -231,13 +231,11 @@ class TreeOfLifeClassifier(BaseClassifier):
 
     def get_label_data(self) -> Any:
         """The taxa of the (full) index as a DataFrame: kingdom ... species (epithet), common_name."""
-        return records_to_dataframe([taxon.to_dict() for taxon in self.full_index.taxa])
+        return self.full_index.columns.to_arrow(dictionary=False).to_pandas()
 
     def create_taxa_filter(self, rank: str, user_values: Iterable[str]) -> list[bool]:
         """One flag per taxon of the full index: is its name at `rank` among `user_values` (case-insensitive)."""
-        rank = check_rank(rank)
-        wanted = {str(value).strip().lower() for value in user_values}
-        return [taxon.name_at(rank).lower() in wanted for taxon in self.full_index.taxa]
+        return self.full_index.name_mask(rank, user_values).tolist()
 
     def apply_filter(self, keep: Sequence[bool] | None) -> None:
         """Predict only among the taxa flagged in `keep` (e.g. from `create_taxa_filter`); None removes the filter."""
