@@ -40,7 +40,7 @@ from .tol_taxa import (
     PROBLEMS,
     TaxaColumns,
     TaxonSequence,
-    column_sumsq,
+    column_maxabs,
     find_problems,
     first_rows,
     mark_duplicates,
@@ -133,7 +133,7 @@ class TreeOfLifeIndex:
         self.metadata: dict[str, Any] = dict(metadata or {})
         computed = problems is None
         if computed:
-            problems = find_problems(_tensor_sumsq(embeddings), self.columns)
+            problems = find_problems(_tensor_maxabs(embeddings), self.columns)
         self.problems = np.asarray(problems, np.int8)
         if len(self.problems) != len(self.columns):
             raise ValueError(f"{len(self.problems)} problem flags for {len(self.columns)} taxa")
@@ -453,12 +453,10 @@ class TreeOfLifeIndex:
         return cls(taxa, embeddings, meta)
 
 
-def _tensor_sumsq(embeddings: torch.Tensor) -> np.ndarray:
-    """Per-row sum of squares in float64, a block of rows at a time (an [N, D] float32 copy would double memory)."""
-    out = []
-    for start in range(0, embeddings.shape[0], _CHUNK):
-        out.append(embeddings[start : start + _CHUNK].detach().double().pow(2).sum(1).cpu())
-    return torch.cat(out).numpy()
+def _tensor_maxabs(embeddings: torch.Tensor) -> np.ndarray:
+    """Per-row largest |value| (NaN/inf propagate), a block of rows at a time (no full-size temporary)."""
+    blocks = [embeddings[s : s + _CHUNK].detach().abs().amax(dim=1).float().cpu() for s in range(0, len(embeddings), _CHUNK)]
+    return torch.cat(blocks).numpy()
 
 
 def _derived(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: int,
@@ -473,7 +471,7 @@ def _derived(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: in
     else:
         columns = read_taxa()
         _check_count(matrix_file, taxa_file, matrix, taxa_axis, len(columns))
-        problems = find_problems(column_sumsq(matrix, taxa_axis), columns)
+        problems = find_problems(column_maxabs(matrix, taxa_axis), columns)
         for depth in range(len(RANKS) + 1):
             columns.lineage_ids(depth)  # computed now so the cache holds them
         if cache:

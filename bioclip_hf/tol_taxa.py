@@ -36,12 +36,10 @@ def first_appearance_ids(key: np.ndarray) -> tuple[np.ndarray, int]:
         >>> first_appearance_ids(np.array([7, 3, 7, 9]))
         (array([0, 1, 0, 2], dtype=int32), 3)
     """
-    if len(key) == 0:
-        return np.zeros(0, np.int32), 0
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    relabel = np.empty(len(first), np.int32)
-    relabel[np.argsort(first, kind="stable")] = np.arange(len(first), dtype=np.int32)
-    return relabel[inverse.reshape(-1)], len(first)
+    import pandas as pd
+
+    ids, uniques = pd.factorize(np.asarray(key), sort=False)  # hash-based, O(N), ids in order of first appearance
+    return ids.astype(np.int32, copy=False), len(uniques)
 
 
 def combine_keys(columns: Sequence[np.ndarray]) -> np.ndarray:
@@ -50,7 +48,7 @@ def combine_keys(columns: Sequence[np.ndarray]) -> np.ndarray:
     for column in columns[1:]:
         column = np.asarray(column, np.int64) + 1  # -1 ("unknown") becomes 0
         key = key * (int(column.max(initial=0)) + 1) + column
-        key = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)  # keeps the next product small
+        key = first_appearance_ids(key)[0].astype(np.int64)  # compact again: keeps the next product small
     return key
 
 
@@ -89,19 +87,28 @@ class TaxaColumns:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_strings(cls, columns: Sequence[Sequence[Any]]) -> TaxaColumns:
-        """Build from one sequence of values per field; values are cleaned as `Taxon` does (None/"nan" -> "")."""
+    def from_strings(cls, columns: Sequence[Sequence[Any] | pa.Array]) -> TaxaColumns:
+        """Build from one sequence (or Arrow array) of values per field; values are cleaned as `Taxon` does
+        (stripped; None, "nan", "none", "null" -> "")."""
         codes, vocab = [], []
         for values in columns:
-            try:
-                array = pa.array(values, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers or other objects: stringify like Taxon
-                array = pa.array([_clean(v) for v in values], pa.string())
+            if isinstance(values, pa.Array):
+                array = values
+            else:
+                try:
+                    array = pa.array(values, pa.string())
+                except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers or other objects: stringify like Taxon
+                    array = pa.array([_clean(v) for v in values], pa.string())
             encoded = array.fill_null("").dictionary_encode()
-            cleaned = pa.array([_clean(s) for s in encoded.dictionary.to_pylist()], pa.string()).dictionary_encode()
-            remap = cleaned.indices.to_numpy().astype(np.int32)
-            codes.append(remap[encoded.indices.to_numpy()])
-            vocab.append(cleaned.dictionary)
+            indices = encoded.indices.to_numpy().astype(np.int32, copy=False)
+            dictionary = encoded.dictionary
+            cleaned = _clean_dictionary(dictionary)
+            if cleaned is not None:  # cleaning may merge values (" Aves" and "Aves"): re-encode
+                recoded = cleaned.dictionary_encode()
+                indices = recoded.indices.to_numpy().astype(np.int32)[indices]
+                dictionary = recoded.dictionary
+            codes.append(indices)
+            vocab.append(dictionary)
         return cls(codes, vocab)
 
     @classmethod
@@ -113,16 +120,24 @@ class TaxaColumns:
     @classmethod
     def from_entries(cls, entries: Sequence[Any], source: str = "taxa") -> TaxaColumns:
         """Columns of a released `txt_emb_species.json`: a list of `[[kingdom, ..., species_epithet], common_name]`."""
+        import pyarrow.compute as pc
+
         if not isinstance(entries, list):
             raise ValueError(f"{source}: expected a JSON list of [[kingdom, ..., species], common_name] entries")
-        try:
-            if not all(len(entry) == 2 and len(entry[0]) == len(RANKS) for entry in entries):
+        try:  # vectorized: one Arrow list array of the rank lists, split into rank columns by stride
+            if not (np.fromiter(map(len, entries), np.int64, len(entries)) == 2).all():
                 raise TypeError
-            columns = [[entry[0][r] for entry in entries] for r in range(len(RANKS))]
-        except (TypeError, KeyError, IndexError):
-            bad = next(i for i, e in enumerate(entries) if not _is_entry(e))
-            raise ValueError(f"{source}: bad taxon entry {bad}: {entries[bad]!r}; expected "
-                             f"[[{len(RANKS)} ranks, kingdom ... species epithet], common_name]") from None  # fmt: skip
+            ranks = pa.array([entry[0] for entry in entries], pa.list_(pa.string()))
+            if ranks.null_count or not (pc.list_value_length(ranks).to_numpy() == len(RANKS)).all():
+                raise TypeError
+            flat = ranks.flatten()
+            columns: list[Any] = [flat.take(pa.array(np.arange(r, len(flat), len(RANKS)))) for r in range(len(RANKS))]
+        except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError):
+            bad = next((i for i, e in enumerate(entries) if not _is_entry(e)), None)
+            if bad is not None:
+                raise ValueError(f"{source}: bad taxon entry {bad}: {entries[bad]!r}; expected "
+                                 f"[[{len(RANKS)} ranks, kingdom ... species epithet], common_name]") from None  # fmt: skip
+            columns = [[entry[0][r] for entry in entries] for r in range(len(RANKS))]  # e.g. numbers as names
         columns.append([entry[1] for entry in entries])
         return cls.from_strings(columns)
 
@@ -250,6 +265,23 @@ class TaxaColumns:
         return np.isin(row_keys, pattern_keys), np.isin(pattern_keys, row_keys)
 
 
+def _clean_dictionary(dictionary: pa.Array) -> pa.Array | None:
+    """`taxonomy._clean` applied to unique strings, or None when none changes (the usual case; found vectorized)."""
+    import pyarrow.compute as pc
+
+    changes = pc.or_(
+        pc.not_equal(dictionary, pc.utf8_trim_whitespace(dictionary)),
+        pc.or_(pc.is_in(pc.utf8_lower(dictionary), pa.array(["nan", "none", "null"])),
+               pc.match_substring_regex(dictionary, "^[\x1c-\x1f]|[\x1c-\x1f]$")),  # Python whitespace, not Unicode's
+    ).to_numpy(zero_copy_only=False)  # fmt: skip
+    if not changes.any():
+        return None
+    values = dictionary.to_pylist()
+    for i in np.flatnonzero(changes):
+        values[i] = _clean(values[i])
+    return pa.array(values, pa.string())
+
+
 def _is_entry(entry: Any) -> bool:
     try:
         return len(entry) == 2 and len(entry[0]) == len(RANKS) and not isinstance(entry[0], str)
@@ -285,27 +317,31 @@ class TaxonSequence(Sequence):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and len(other) == len(self) and all(a == b for a, b in zip(self, other))
 
+    __hash__ = None  # mutable-looking sequence compared by value
+
     def __repr__(self) -> str:
         return f"TaxonSequence({len(self)} taxa)"
 
 
-def column_sumsq(matrix: np.ndarray, taxa_axis: int) -> np.ndarray:
-    """Sum of squares of every taxon's embedding in float64 (NaN/inf when any value is non-finite), read in blocks
+def column_maxabs(matrix: np.ndarray, taxa_axis: int) -> np.ndarray:
+    """Largest |value| of every taxon's embedding (NaN when one is NaN, inf when one is infinite), reading blocks
     along the contiguous axis so a memory-mapped file is streamed once."""
+    import torch
+
     other = 1 - taxa_axis
-    total = np.zeros(matrix.shape[taxa_axis], np.float64)
-    step = max(1, (1 << 22) // max(1, matrix.shape[taxa_axis]))  # ~4M values (32 MB as float64) per block
+    running = torch.zeros(matrix.shape[taxa_axis], dtype=torch.float32)
+    step = max(1, (1 << 24) // max(1, matrix.shape[taxa_axis]))  # ~16M values per block
     for start in range(0, matrix.shape[other], step):
-        block = (matrix[start : start + step] if other == 0 else matrix[:, start : start + step]).astype(np.float64)
-        total += np.einsum("ij,ij->j" if other == 0 else "ij,ij->i", block, block)
-    return total
+        block = torch.from_numpy(np.asarray(matrix[start : start + step] if other == 0 else matrix[:, start : start + step]))
+        running = torch.maximum(running, block.abs().amax(dim=other).float())  # both propagate NaN
+    return running.numpy()
 
 
-def embedding_problems(sumsq: np.ndarray) -> np.ndarray:
-    """Problem code per taxon from its embedding's sum of squares: ZERO, NON_FINITE or 0 (fine)."""
-    problems = np.zeros(len(sumsq), np.int8)
-    problems[sumsq == 0] = ZERO
-    problems[~np.isfinite(sumsq)] = NON_FINITE
+def embedding_problems(maxabs: np.ndarray) -> np.ndarray:
+    """Problem code per taxon from its embedding's largest |value| (`column_maxabs`): ZERO, NON_FINITE or 0."""
+    problems = np.zeros(len(maxabs), np.int8)
+    problems[maxabs == 0] = ZERO
+    problems[~np.isfinite(maxabs)] = NON_FINITE
     return problems
 
 
@@ -321,6 +357,6 @@ def mark_duplicates(problems: np.ndarray, columns: TaxaColumns) -> np.ndarray:
     return out
 
 
-def find_problems(sumsq: np.ndarray, columns: TaxaColumns) -> np.ndarray:
+def find_problems(maxabs: np.ndarray, columns: TaxaColumns) -> np.ndarray:
     """Problem code per taxon (`PROBLEMS`): all-zero or non-finite embedding, or a repeated entry. 0 = fine."""
-    return mark_duplicates(embedding_problems(sumsq), columns)
+    return mark_duplicates(embedding_problems(maxabs), columns)
