@@ -85,11 +85,13 @@ class BaseClassifier:
         batch_size: images per forward pass.
         num_workers: threads decoding images.
         progress: show progress bars.
+        preprocess: "open_clip" or "pybioclip" image preprocessing (None: the model's own open_clip settings);
+            "pybioclip" squashes images to the model size exactly as pybioclip does, for identical answers.
     """
 
     def __init__(
         self, model: Any = None, processor: Any = None, model_name_or_path: str | None = None, device: str | None = None,
-        batch_size: int = 32, num_workers: int = 4, progress: bool = False,
+        batch_size: int = 32, num_workers: int = 4, progress: bool = False, preprocess: str | None = None,
     ):
         from .loading import DEFAULT_MODEL, load_model_and_processor, resolve_device
 
@@ -104,6 +106,10 @@ class BaseClassifier:
             self.model_name = model_name_or_path or getattr(model.config, "_name_or_path", "") or ""
             if device is not None:
                 model = model.to(resolve_device(device))
+        if preprocess is not None:
+            if not hasattr(processor, "with_preprocess"):
+                raise ValueError(f"preprocess={preprocess!r} needs a BioCLIPProcessor, got {type(processor).__name__}")
+            processor = processor.with_preprocess(preprocess)
         self.model, self.processor = model.eval(), processor
         self.device = next(model.parameters()).device
         self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress

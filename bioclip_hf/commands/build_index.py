@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bioclip-hf: embeddings.safetensors + taxa.parquet + index.json (default); release: "
                              "[D, N] float32 .npy + .json names, a drop-in for pybioclip (DIR/embeddings/"
                              "txt_emb_species.npy when --output is a folder)")  # fmt: skip
-    add_model_arguments(parser, batch_size=256)
+    add_model_arguments(parser, batch_size=256, images=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         report_errors("predict", missing)
         raise CLIError(f"no images found in {' '.join(args.images)}")
     common = dict(model_name_or_path=args.model, device=args.device, batch_size=args.batch_size,
-                  progress=not args.no_progress)  # fmt: skip
+                  progress=not args.no_progress, preprocess=args.preprocess)  # fmt: skip
     columns = ["file", "label", "score"]
     if args.labels:
         classifier = CustomLabelsClassifier(read_labels(args.labels), label_embeddings=args.label_embeddings, **common)
