@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .taxonomy import RANKS
-from .tol_taxa import FIELDS, TaxaColumns
+from .tol_taxa import FIELDS, TaxaColumns, column_maxabs, find_problems
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +91,29 @@ def write_cache(names_file: str | os.PathLike, signature: list[dict[str, Any]], 
         except OSError as err:
             logger.info("cannot write taxa cache %s: %s", path, err)
     return None
+
+
+def derived_taxa(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: int,
+                 read_taxa: Callable[[], TaxaColumns], cache: bool) -> tuple[TaxaColumns, np.ndarray]:  # fmt: skip
+    """(taxa columns, problem codes) of an index from the cache, or read with `read_taxa` and the matrix scanned
+    (`column_maxabs` along `taxa_axis`) on a first load, then cached."""
+    signature = source_signature(matrix_file, taxa_file)
+    cached = read_cache(taxa_file, signature) if cache else None
+    if cached is not None:
+        columns, problems = cached
+    else:
+        columns = read_taxa()
+        _check_count(matrix_file, taxa_file, matrix, taxa_axis, len(columns))
+        problems = find_problems(column_maxabs(matrix, taxa_axis), columns)
+        for depth in range(len(RANKS) + 1):
+            columns.lineage_ids(depth)  # computed now so the cache holds them
+        if cache:
+            write_cache(taxa_file, signature, columns, problems)
+    _check_count(matrix_file, taxa_file, matrix, taxa_axis, len(columns))
+    return columns, problems
+
+
+def _check_count(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: int, count: int) -> None:
+    if matrix.shape[taxa_axis] != count:
+        expected = f"[dim, {count}]" if taxa_axis == 1 else f"[{count}, dim]"
+        raise ValueError(f"{matrix_file} has shape {tuple(matrix.shape)}; expected {expected} to match {taxa_file}")

@@ -35,16 +35,8 @@ import torch
 
 from .taxonomy import RANKS, Taxon, check_rank
 from .text_embedding import RELEASE_RECIPE, check_recipe, encode_prompts, recipe_text
-from .tol_taxa import (
-    DUPLICATE,
-    PROBLEMS,
-    TaxaColumns,
-    TaxonSequence,
-    column_maxabs,
-    find_problems,
-    first_rows,
-    mark_duplicates,
-)
+from .tol_cache import derived_taxa
+from .tol_taxa import DUPLICATE, PROBLEMS, TaxaColumns, TaxonSequence, find_problems, first_rows, mark_duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +363,7 @@ class TreeOfLifeIndex:
 
             return TaxaColumns.from_arrow(pq.read_table(path / TAXA_NAME))
 
-        columns, problems = _derived(path / EMBEDDINGS_NAME, path / TAXA_NAME, matrix, 0, read_taxa, cache)
+        columns, problems = derived_taxa(path / EMBEDDINGS_NAME, path / TAXA_NAME, matrix, 0, read_taxa, cache)
         meta_file = path / META_NAME
         metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         metadata["source"] = str(path)
@@ -398,7 +390,7 @@ class TreeOfLifeIndex:
         def read_taxa() -> TaxaColumns:
             return TaxaColumns.from_entries(read_entries(names_file), source=str(names_file))
 
-        columns, problems = _derived(embeddings_file, names_file, matrix, 1, read_taxa, cache)
+        columns, problems = derived_taxa(embeddings_file, names_file, matrix, 1, read_taxa, cache)
         index = cls(columns, torch.from_numpy(matrix).T, {"source": str(embeddings_file)}, problems=problems)
         report_problems(index, str(embeddings_file))
         return index
@@ -457,33 +449,6 @@ def _tensor_maxabs(embeddings: torch.Tensor) -> np.ndarray:
     """Per-row largest |value| (NaN/inf propagate), a block of rows at a time (no full-size temporary)."""
     blocks = [embeddings[s : s + _CHUNK].detach().abs().amax(dim=1).float().cpu() for s in range(0, len(embeddings), _CHUNK)]
     return torch.cat(blocks).numpy()
-
-
-def _derived(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: int,
-             read_taxa: Callable[[], TaxaColumns], cache: bool) -> tuple[TaxaColumns, np.ndarray]:  # fmt: skip
-    """(taxa columns, problem codes) from the cache, or read + scanned (and cached) on a first load."""
-    from .tol_cache import read_cache, source_signature, write_cache
-
-    signature = source_signature(matrix_file, taxa_file)
-    cached = read_cache(taxa_file, signature) if cache else None
-    if cached is not None:
-        columns, problems = cached
-    else:
-        columns = read_taxa()
-        _check_count(matrix_file, taxa_file, matrix, taxa_axis, len(columns))
-        problems = find_problems(column_maxabs(matrix, taxa_axis), columns)
-        for depth in range(len(RANKS) + 1):
-            columns.lineage_ids(depth)  # computed now so the cache holds them
-        if cache:
-            write_cache(taxa_file, signature, columns, problems)
-    _check_count(matrix_file, taxa_file, matrix, taxa_axis, len(columns))
-    return columns, problems
-
-
-def _check_count(matrix_file: Any, taxa_file: Any, matrix: np.ndarray, taxa_axis: int, count: int) -> None:
-    if matrix.shape[taxa_axis] != count:
-        expected = f"[dim, {count}]" if taxa_axis == 1 else f"[{count}, dim]"
-        raise ValueError(f"{matrix_file} has shape {tuple(matrix.shape)}; expected {expected} to match {taxa_file}")
 
 
 def report_problems(index: TreeOfLifeIndex, source: str) -> None:
