@@ -114,6 +114,8 @@ class TreeOfLifeIndex:
 
     def __init__(self, taxa: Sequence[Taxon] | TaxaColumns, embeddings: torch.Tensor | np.ndarray,
                  metadata: dict[str, Any] | None = None, problems: np.ndarray | None = None):  # fmt: skip
+        if isinstance(taxa, TaxonSequence) and taxa.rows is None and taxa.depth == len(RANKS) - 1:
+            taxa = taxa.columns  # another index's taxa: reuse the columns
         self.columns = taxa if isinstance(taxa, TaxaColumns) else TaxaColumns.from_taxa(taxa)
         embeddings = torch.from_numpy(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
         if embeddings.ndim != 2 or embeddings.shape[0] != len(self.columns):
