@@ -100,12 +100,15 @@ class BaseClassifier:
         revision: branch, tag or commit of the model repo (default: the registry's pinned commit, else `main`).
         record_keys: "bioclip-hf" (default) or "pybioclip" (`file_name`, `classification`, pybioclip's columns).
         pretrained_str: pybioclip's open_clip pretrained tag; only None is supported (pass a Hub id instead).
+        preprocess: "open_clip" or "pybioclip" image preprocessing (None: the model's own open_clip settings);
+            "pybioclip" squashes images to the model size exactly as pybioclip does, for identical answers.
     """
 
     def __init__(
         self, model: Any = None, processor: Any = None, model_name_or_path: str | None = None, device: str | None = None,
         batch_size: int = 32, num_workers: int = 4, progress: bool = False, revision: str | None = None,
         record_keys: str = "bioclip-hf", model_str: str | None = None, pretrained_str: str | None = None,
+        preprocess: str | None = None,
     ):
         from .loading import load_model_and_processor, resolve_device
 
@@ -124,6 +127,10 @@ class BaseClassifier:
             self.model_revision = revision
             if device is not None:
                 model = model.to(resolve_device(device))
+        if preprocess is not None:
+            if not hasattr(processor, "with_preprocess"):
+                raise ValueError(f"preprocess={preprocess!r} needs a BioCLIPProcessor, got {type(processor).__name__}")
+            processor = processor.with_preprocess(preprocess)
         self.model, self.processor = model.eval(), processor
         self.device = next(model.parameters()).device
         self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
@@ -314,11 +321,11 @@ class TreeOfLifeClassifier(BaseClassifier):
     def get_label_data(self) -> Any:
         """The taxa of the (full) index as a DataFrame: kingdom ... species (epithet), common_name
         (with `record_keys="pybioclip"`: pybioclip's kingdom ... genus, species_epithet, species, common_name)."""
+        frame = self.full_index.columns.to_arrow(dictionary=False).to_pandas()
         if self.record_keys == "pybioclip":  # species = genus + " " + epithet, as pybioclip joins them
-            return records_to_dataframe([{**dict(zip(RANKS[:6], t.ranks())), "species_epithet": t.species,
-                                          "species": f"{t.genus} {t.species}", "common_name": t.common_name}
-                                         for t in self.full_index.taxa])  # fmt: skip
-        return records_to_dataframe([taxon.to_dict() for taxon in self.full_index.taxa])
+            frame = frame.rename(columns={"species": "species_epithet"})
+            frame.insert(RANKS.index("species") + 1, "species", frame["genus"] + " " + frame["species_epithet"])
+        return frame
 
     def create_taxa_filter(self, rank: Any, user_values: Iterable[str]) -> list[bool]:
         """One flag per taxon of the full index: is its name at `rank` among `user_values` (case-insensitive).
@@ -327,15 +334,11 @@ class TreeOfLifeClassifier(BaseClassifier):
             ValueError: naming the values that match no taxon at `rank` (as pybioclip does).
         """
         rank = check_rank(rank)
-        groups = self.full_index.groups(rank)
-        names = [taxon.name_at(rank).lower() for taxon in groups.taxa]
-        values, known = [str(value).strip() for value in user_values], set(names)
-        unknown = [value for value in values if value.lower() not in known]
+        values = [str(value).strip() for value in user_values]
+        keep, unknown = self.full_index.match_names(rank, values)
         if unknown:
             raise ValueError(f"Unknown {rank} received: {', '.join(unknown)}. Only known {rank} may be used.")
-        wanted = {value.lower() for value in values}
-        hit = torch.tensor([name in wanted for name in names], dtype=torch.bool)
-        return hit[groups.group_ids.cpu()].tolist()
+        return keep.tolist()
 
     def create_taxa_filter_from_csv(self, csv_path: str | os.PathLike) -> list[bool]:
         """pybioclip's CSV filter: the first column's header names the rank, its cells the clades to keep."""

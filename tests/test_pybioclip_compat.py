@@ -80,7 +80,8 @@ CLI_SCRIPT = textwrap.dedent('''
                 bioclip_main()
             else:
                 from bioclip_hf.cli import main as bioclip_hf_main
-                assert bioclip_hf_main([*argv, "--columns", "pybioclip", "--no-progress"]) == 0
+                flags = ["--columns", "pybioclip", "--preprocess", "pybioclip", "--no-progress"]
+                assert bioclip_hf_main([*argv, *flags]) == 0
         out[name] = buffer.getvalue()
     json.dump(out, open(target, "w"))
 ''')
@@ -88,11 +89,10 @@ CLI_SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    """The offline HF cache (model + index) and five 224 x 224 photos (PNG, lossless).
+    """The offline HF cache (model + index) and five photos (PNG, lossless), the last one 320 x 224.
 
-    224 x 224 inputs make both preprocessing paths the identity resize (pybioclip squashes to 224 x 224, open_clip
-    resizes the shortest side to 224 and centre-crops 224), so this test isolates the API; the non-square
-    preprocessing parity is the `--preprocess pybioclip` test's subject."""
+    The non-square photo is squashed by pybioclip (its own transform for Tree-of-Life models) but resized and
+    centre-cropped by open_clip's: the drop-in module must pick pybioclip's preprocessing for those models too."""
     root = tmp_path_factory.mktemp("pybioclip_compat")
     cache = root / "hub"
     write_model_release(cache, "imageomics/bioclip", root, seed=0, model_cfg=TINY_224_CFG)
@@ -101,9 +101,10 @@ def release(tmp_path_factory):
     rng = np.random.default_rng(0)
     photos = []
     for i in range(5):
-        y, x = np.mgrid[0:224, 0:224]
+        width = 320 if i == 4 else 224
+        y, x = np.mgrid[0:224, 0:width]
         smooth = np.stack([x * (i + 1), y * (5 - i), (x + y) * 2], -1) % 256
-        pixels = (0.6 * smooth + 0.4 * rng.integers(0, 255, (224, 224, 3))).astype(np.uint8)
+        pixels = (0.6 * smooth + 0.4 * rng.integers(0, 255, (224, width, 3))).astype(np.uint8)
         photos.append(root / f"photo{i}.png")
         Image.fromarray(pixels).save(photos[-1])
     return root, cache, [f"./{p.name}" for p in photos]  # relative, as typed: both key records by the string given

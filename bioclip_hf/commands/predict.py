@@ -113,9 +113,9 @@ def _classifier_and_batches(args: argparse.Namespace):
 
     pybioclip = args.columns == "pybioclip"
     common = dict(model_name_or_path=args.model, revision=args.revision, device=args.device, batch_size=args.batch_size,
-                  progress=not args.no_progress, record_keys=args.columns)  # fmt: skip
+                  progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess)  # fmt: skip
     columns = pybioclip_columns(None) if pybioclip else ["file", "label", "score"]
-    settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size}
+    settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess}
     if args.labels:
         labels = read_labels(args.labels)
         classifier = CustomLabelsClassifier(labels, label_embeddings=args.label_embeddings, **common)
