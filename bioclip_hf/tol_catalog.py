@@ -323,11 +323,15 @@ class CatalogIndex:
         return len(self.ids)
 
     def lookup(self, key: str) -> int:
-        """Row of `key`, or -1 when the catalog has no such id."""
+        """Row of `key`, or -1 when the catalog has no such id (uuids match in either case)."""
         raw = _uuid_key(key) if self.uuids else key.encode("utf-8")
-        if not raw or len(raw) > self.ids.dtype.itemsize:
-            if not self.uuids and _uuid_key(key) is not None and key != key.lower():
-                return self.lookup(key.lower())  # uuids were unpacked in lower case
+        row = self._find(raw) if raw else -1
+        if row < 0 and not self.uuids and key != key.lower() and _uuid_key(key) is not None:
+            row = self._find(key.lower().encode())  # uuids read back from their packed form are lower case
+        return row
+
+    def _find(self, raw: bytes) -> int:
+        if len(raw) > self.ids.dtype.itemsize:
             return -1
         row = int(np.searchsorted(self.ids, raw))
         return row if row < len(self.ids) and self.ids[row] == raw else -1
