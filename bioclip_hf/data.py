@@ -87,14 +87,67 @@ def load_shards(source: str, split: str = "train"):
     tol = find_tol_source(location)
     if tol is not None:
         return tol_stream(tol, split)
+    split_tars = _split_folder_tars(location, split)
     try:
-        raw = datasets.load_dataset(location, split=split, streaming=True)
+        if split_tars:  # `<split>/*.tar`: exactly that folder (datasets would fold train_small/ into "train")
+            raw = datasets.load_dataset("webdataset", data_files={split: split_tars}, split=split, streaming=True)
+        else:
+            raw = datasets.load_dataset(location, split=split, streaming=True)
     except ValueError as err:
         if "Unknown split" in str(err) or "Bad split" in str(err):
             raise ValueError(f"dataset {location} has no split {split!r}") from err
         raise
     image_column = _image_column(raw.features, location)
     return raw.cast_column(image_column, datasets.Image(decode=False))
+
+
+def _split_folder_tars(location: str, split: str) -> list[str]:
+    """The shards of a `<split>/` sub-folder (local folder or Hub repo), as make_wds.py writes train/, val/,
+    train_small/; [] when there is no such folder."""
+    path = Path(location)
+    if path.is_dir():
+        return [str(p) for p in sorted((path / split).glob("*.tar"))] if (path / split).is_dir() else []
+    from huggingface_hub import HfFileSystem
+
+    try:
+        found = HfFileSystem().glob(f"datasets/{location}/{split}/*.tar")
+    except Exception:  # offline, gated, missing: datasets' own resolution reports it
+        return []
+    return [f"hf://{name}" for name in sorted(found)]
+
+
+def source_num_examples(source: str, split: str = "train") -> int | None:
+    """Samples in `split` of a source when it states them, else None.
+
+    TreeOfLife-10M/200M: catalog rows of the split that have an image in the source. A local shard folder:
+    `build_report.json` (dataset_scripts/build_shards.py) or open_clip's `sizes.json` (shard name -> count) in
+    the split folder or the folder itself.
+
+    Example:
+        >>> source_num_examples("imageomics/TreeOfLife-10M", "train")  # doctest: +SKIP
+    """
+    import json
+
+    from .tol_sources import find_tol_source
+
+    tol = find_tol_source(str(source))
+    if tol is not None:
+        return tol.num_examples(split)
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    report = folder / "build_report.json"
+    if report.is_file():
+        count = json.loads(report.read_text()).get("splits", {}).get(split)
+        if count is not None:
+            return int(count)
+    for sizes in (folder / split / "sizes.json", folder / "sizes.json"):
+        if sizes.is_file():
+            counts = json.loads(sizes.read_text())
+            counts = counts.get("per_shard", counts)
+            shards = {p.name for p in (sizes.parent.glob("*.tar"))}
+            return sum(int(n) for name, n in counts.items() if name in shards) or None
+    return None
 
 
 def _image_column(features: Any, location: str) -> str:
@@ -434,4 +487,5 @@ __all__ = [
     "decode_image",
     "load_shards",
     "make_pipeline",
+    "source_num_examples",
 ]
