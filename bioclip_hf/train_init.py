@@ -68,13 +68,13 @@ def read_weights_file(path: Path, allow_pickle: bool) -> dict[str, Any]:
 
     from .open_clip_format import CheckpointFormatError, load_state_dict_file
 
-    try:
-        state = load_state_dict_file(path, allow_pickle=allow_pickle)
-    except CheckpointFormatError:
-        if not (allow_pickle and _is_torchscript(path)):
-            raise
-        # OpenAI's original ViT-B-16.pt is a TorchScript archive, which torch.load(weights_only=True) refuses.
+    if path.suffix != ".safetensors" and _is_torchscript(path):
+        if not allow_pickle:
+            raise CheckpointFormatError(f"{path} is a TorchScript archive; pass allow_pickle=True (--allow_pickle) to load it")
+        # OpenAI's original ViT-B-16.pt is a TorchScript archive, not a pickled state dict.
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        state = load_state_dict_file(path, allow_pickle=allow_pickle)
     return {k: v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}
 
 
