@@ -281,6 +281,7 @@ def _tracker_config(config: TrainConfig) -> dict[str, Any]:
 
 
 def _enable_gradient_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing (recompute each layer in backward)."""
     # Renamed activation_checkpointing_enable in recent transformers (the old name warns).
     enable = getattr(model, "activation_checkpointing_enable", None)
     if enable is not None:

@@ -184,3 +184,20 @@ def test_train_data_errors_are_one_line(tmp_path, hub_server, capsys):
                    "missing metadata/catalog.csv")  # fmt: skip
     assert main(["train", str(tmp_path / "run.yaml"), "--recipe", "nope"]) == 2
     assert "no training recipe 'nope'" in capsys.readouterr().err
+
+
+def test_dataset_size_is_counted_from_what_the_source_states(official, tmp_path):
+    from synthetic_tol import make_shards
+
+    from bioclip_hf.data import source_num_examples
+
+    make_shards(tmp_path / "ours", num_images=10, shard_size=4)  # build_report.json: 10 good rows of 13
+    assert source_num_examples(str(tmp_path / "ours"), "train") == 10
+    assert source_num_examples(str(official), "train") is None
+    sizes = {"shard-000000.tar": 6, "shard-000001.tar": 6, "shard-000002.tar": 6, "shard-000003.tar": 6, "gone.tar": 9}
+    (tmp_path / "sizes.json").write_text(json.dumps(sizes))  # open_clip's convention, beside the split's shards
+    import shutil
+
+    shutil.copytree(official / "train", tmp_path / "wds" / "train")
+    shutil.copy(tmp_path / "sizes.json", tmp_path / "wds" / "train" / "sizes.json")
+    assert source_num_examples(str(tmp_path / "wds"), "train") == 24  # shards that exist only
