@@ -327,9 +327,10 @@ class _BatchStream:
     order, and thus every later batch, is exactly that of an uninterrupted run.
     """
 
-    def __init__(self, raw, processor, batch_size: int, options: dict[str, Any], drop_last: bool) -> None:
+    def __init__(self, raw, processor, batch_size: int, options: dict[str, Any], drop_last: bool,
+                 augment: str = "none") -> None:  # fmt: skip
         self.raw, self.processor, self.batch_size = raw, processor, batch_size
-        self.options, self.drop_last = options, drop_last
+        self.options, self.drop_last, self.augment = options, drop_last, augment
         self.epoch = 0
         self.resume: list[int] = []
 
@@ -361,14 +362,22 @@ class _BatchStream:
         import numpy as np
         import torch
 
-        transform = self.processor.image_processor.transform
-        pixels = torch.from_numpy(np.stack([transform(sample["image"]) for sample in samples]))
+        pixels = torch.from_numpy(np.stack([self._pixels(sample) for sample in samples]))
         if samples[0].get("texts") is not None:  # per-batch mixing: every type's captions, [types, batch, length]
             captions = [sample["texts"][i] for i in range(len(TEXT_TYPES)) for sample in samples]
             ids = self.processor.tokenize(captions)["input_ids"].long()
             return {"pixel_values": pixels, "input_ids_by_type": ids.view(len(TEXT_TYPES), len(samples), -1), **meta}
         input_ids = self.processor.tokenize([sample["text"] for sample in samples])["input_ids"].long()
         return {"pixel_values": pixels, "input_ids": input_ids, **meta}
+
+
+    def _pixels(self, sample: dict[str, Any]):
+        if self.augment == "random_resized_crop":  # crops drawn per (seed, epoch, key): the same after a resume
+            from .augment import train_transform
+
+            rng = random.Random(f"{self.options['seed']}:{self.epoch}:{sample['key']}:crop")
+            return train_transform(self.processor.image_processor, sample["image"], rng)
+        return self.processor.image_processor.transform(sample["image"])
 
 
 def _torch_dataset(stream: _BatchStream):
@@ -438,7 +447,7 @@ class StreamingLoader:
 def build_dataloader(source: str, processor: Any, batch_size: int, *, split: str = "train", text_type: str = "mixed",
                      seed: int = 0, shuffle_buffer: int = 1000, rank: int = 0, world_size: int = 1,
                      num_workers: int = 0, template: str | None = DEFAULT_TEMPLATE, drop_last: bool = False,
-                     text_mixing: str = "per_sample") -> tuple[StreamingLoader, StreamStats]:  # fmt: skip
+                     text_mixing: str = "per_sample", augment: str = "none") -> tuple[StreamingLoader, StreamStats]:  # fmt: skip
     """Batches of `processor` outputs streamed from a local folder or Hub dataset repo (see `build_stream`).
 
     Args:
@@ -449,6 +458,8 @@ def build_dataloader(source: str, processor: Any, batch_size: int, *, split: str
         batch_size: samples per batch.
         num_workers: DataLoader worker processes (shards are divided among them).
         drop_last: drop the last incomplete batch of each epoch.
+        augment: "none" (the processor's resize + centre crop) or "random_resized_crop" (open_clip's training
+            transform, `bioclip_hf.augment`; crops seeded per sample and epoch).
 
     Returns:
         `(loader, stats)`: a `StreamingLoader` yielding `{"pixel_values", "input_ids"}` and its `StreamStats`.
@@ -470,7 +481,9 @@ def build_dataloader(source: str, processor: Any, batch_size: int, *, split: str
     _check_node(rank, world_size)
     raw = load_shards(source, split)
     detect_layout(raw.features, str(source))  # a source without caption fields fails here, not in a worker
-    stream = _BatchStream(raw, processor, int(batch_size), options, drop_last)
+    from .augment import check_augment
+
+    stream = _BatchStream(raw, processor, int(batch_size), options, drop_last, check_augment(augment))
     stats = StreamStats()
     return StreamingLoader(stream, int(num_workers), stats), stats
 

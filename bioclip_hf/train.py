@@ -94,7 +94,7 @@ def default_data_fn(processor: Any, config: TrainConfig, rank: int, world_size: 
     loader, _stats = build_dataloader(
         config.train_data, processor, config.batch_size, split=config.train_split, text_type=config.text_type,
         text_mixing=config.text_mixing, seed=config.seed, shuffle_buffer=config.shuffle_buffer, rank=rank,
-        world_size=world_size, num_workers=config.num_workers,
+        world_size=world_size, num_workers=config.num_workers, augment=config.train_augment,
     )  # fmt: skip
     return loader
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("no", "bf16", "fp16")
-TEXT_MIXING = ("per_sample", "per_batch")
 TRACKERS = ("tensorboard", "none")
 RUN_CONFIG_NAME = "run_config.yaml"
 # The shipped recipes (configs/*.yaml in the repository; the package links to that folder, so the wheel carries them).
@@ -57,6 +56,9 @@ class TrainConfig:
         "with text_type mixed: 'per_sample' draws a type per sample; 'per_batch' one per batch seeded by the step "
         "(BioCLIP's original trainer)"))
     shuffle_buffer: int = field(default=1000, metadata=_help("stream shuffle buffer (samples)"))
+    train_augment: str = field(default="none", metadata=_help(
+        "training images: 'none' (resize + centre crop) or 'random_resized_crop' (open_clip's training transform, "
+        "scale 0.9-1)"))
     num_workers: int = field(default=0, metadata=_help("data loader worker processes"))
     # -- optimisation -------------------------------------------------------------------------------
     batch_size: int = field(default=32, metadata=_help("per-process micro-batch size"))
@@ -113,6 +115,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent setting."""
+        from .augment import check_augment
+        from .data_layouts import check_text_mixing
         from .taxonomy import TEXT_TYPES
 
         if self.mixed_precision not in PRECISIONS:
@@ -121,8 +125,8 @@ class TrainConfig:
             raise ValueError(f"report_to must be one of {TRACKERS}, got {self.report_to!r}")
         if self.text_type != "mixed" and self.text_type not in TEXT_TYPES:
             raise ValueError(f"text_type must be 'mixed' or one of {TEXT_TYPES}, got {self.text_type!r}")
-        if self.text_mixing not in TEXT_MIXING:
-            raise ValueError(f"text_mixing must be one of {TEXT_MIXING}, got {self.text_mixing!r}")
+        check_text_mixing(self.text_mixing)
+        check_augment(self.train_augment)
         if self.eval_templates not in ("openai", "single"):
             raise ValueError(f"eval_templates must be 'openai' or 'single', got {self.eval_templates!r}")
         for name in ("num_epochs", "dataset_size", "global_batch_size", "eval_max_classes", "eval_max_per_class"):

@@ -129,10 +129,12 @@ def _same(a, b):
     )
 
 
-@pytest.mark.parametrize(("num_workers", "text_mixing"), [(0, "per_sample"), (2, "per_batch")])
-def test_official_stream_resumes_exactly(official, processor, num_workers, text_mixing):
+@pytest.mark.parametrize(("num_workers", "text_mixing", "augment"),
+                         [(0, "per_sample", "none"), (2, "per_batch", "random_resized_crop")])  # fmt: skip
+def test_official_stream_resumes_exactly(official, processor, num_workers, text_mixing, augment):
     out, _ = official
-    kwargs = {"batch_size": 3, "shuffle_buffer": 4, "seed": 5, "num_workers": num_workers, "text_mixing": text_mixing}
+    kwargs = {"batch_size": 3, "shuffle_buffer": 4, "seed": 5, "num_workers": num_workers, "text_mixing": text_mixing,
+              "augment": augment}  # fmt: skip
     reference, _ = build_dataloader(str(out), processor, **kwargs)
     epoch0, epoch1 = list(reference), list(reference)
     interrupted, _ = build_dataloader(str(out), processor, **kwargs)
@@ -144,3 +146,27 @@ def test_official_stream_resumes_exactly(official, processor, num_workers, text_
     assert _same(head + list(resumed), epoch0)
     assert stats.samples == NUM - 1 and stats.skipped == Counter({"image": 1})
     assert _same(list(resumed), epoch1) and not _same(epoch0, epoch1)
+
+
+def test_random_resized_crop_is_open_clips_and_seeded_per_sample(official, processor):
+    from bioclip_hf.augment import random_resized_crop_box
+
+    rng = random.Random(0)
+    for width, height in [(640, 480), (30, 300), (24, 20), (1000, 50)]:
+        for _ in range(50):
+            left, top, w, h = random_resized_crop_box(width, height, rng)
+            assert 0 <= left <= width - w and 0 <= top <= height - h
+            fraction, aspect = w * h / (width * height), w / h
+            # Tried boxes: area in [0.9, 1] and aspect in [3/4, 4/3], up to rounding of w and h to whole pixels;
+            # the fallback (extreme aspect ratios) is the largest centred crop with an aspect in that range.
+            assert 0.9 * (1 - 2 / min(w, h)) <= fraction <= 1 and 0.75 - 1 / h <= aspect <= 4 / 3 + 1 / h or (
+                (w, h) in ((width, round(width / 0.75)), (round(height * 4 / 3), height)))
+    out, _ = official
+    kwargs = {"batch_size": 4, "shuffle_buffer": 0, "text_type": "scientific"}
+    plain = next(iter(build_dataloader(str(out), processor, **kwargs)[0]))["pixel_values"]
+    runs = [build_dataloader(str(out), processor, augment="random_resized_crop", **kwargs)[0] for _ in range(2)]
+    (first, *_), (again, *_) = list(runs[0]), list(runs[1])
+    assert torch.equal(first["pixel_values"], again["pixel_values"]) and not torch.equal(first["pixel_values"], plain)
+    epoch1 = next(iter(runs[0]))  # second epoch, same sample order (no shuffle): new crops
+    assert not torch.equal(epoch1["pixel_values"], first["pixel_values"])
+    assert torch.equal(epoch1["input_ids"], first["input_ids"])

@@ -140,7 +140,8 @@ def test_recipes_hold_the_published_hyper_parameters():
                  "batch_size": 4096, "learning_rate": 1e-4, "adam_beta1": 0.9, "adam_beta2": 0.98, "adam_epsilon": 1e-6,
                  "weight_decay": 0.2, "warmup_steps": 1000, "mixed_precision": "fp16", "local_loss": True,
                  "gather_with_grad": True, "gradient_checkpointing": True, "save_best": True, "best_metric": "val/loss",
-                 "text_type": "mixed", "text_mixing": "per_batch", "train_data": "imageomics/TreeOfLife-10M"}  # fmt: skip
+                 "text_type": "mixed", "text_mixing": "per_batch", "train_data": "imageomics/TreeOfLife-10M",
+                 "train_augment": "random_resized_crop"}  # fmt: skip
     assert {k: getattr(bioclip, k) for k in published} == published
     schedule = resolve_schedule(bioclip, world_size=8, dataset_size=10_400_000)
     assert (schedule.gradient_accumulation_steps, schedule.steps_per_epoch, schedule.max_steps) == (1, 318, 31_800)
