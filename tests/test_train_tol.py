@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tol_fixtures import make_tol10m_repo, write_official_shards
-from train_helpers import TRAIN_CFG, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from train_helpers import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 
 from bioclip_hf.cli import main
 from bioclip_hf.train import train
@@ -75,10 +75,6 @@ def test_cli_trains_on_official_shards_with_validation_and_save_best(official, e
     assert "text_mixing: per_batch" in (tmp_path / "run" / "run_config.yaml").read_text()
 
 
-class _Preempted(Exception):
-    pass
-
-
 def test_validation_does_not_disturb_training_or_its_exact_resume(official, tmp_path, monkeypatch):
     """No validation == validation every 2 steps == the same killed at step 5 and resumed from checkpoint-4."""
     import bioclip_hf.train as train_module
@@ -89,24 +85,8 @@ def test_validation_does_not_disturb_training_or_its_exact_resume(official, tmp_
     straight = train(TrainConfig(**{**validated, "output_dir": str(tmp_path / "straight")}))
     real = train_module.default_data_fn
 
-    class Killing:
-        """The real loader, dying when asked for its 5th batch (inside step 5)."""
-
-        def __init__(self, loader):
-            self.loader, self.served = loader, 0
-
-        def __iter__(self):
-            for batch in self.loader:
-                if self.served == 4:
-                    raise _Preempted
-                self.served += 1
-                yield batch
-
-        def state_dict(self):
-            return self.loader.state_dict()
-
-    monkeypatch.setattr(train_module, "default_data_fn", lambda *args: Killing(real(*args)))
-    with pytest.raises(_Preempted):
+    monkeypatch.setattr(train_module, "default_data_fn", lambda *args: KillingLoader(real(*args), after=4))
+    with pytest.raises(Preempted):
         train(TrainConfig(**{**validated, "output_dir": str(tmp_path / "resumed")}))
     monkeypatch.setattr(train_module, "default_data_fn", real)
     resumed = train(TrainConfig(**{**validated, "output_dir": str(tmp_path / "resumed"), "resume": "latest"}))
