@@ -182,3 +182,25 @@ def test_dataset_size_is_counted_from_what_the_source_states(official, tmp_path)
     shutil.copytree(official / "train", tmp_path / "wds" / "train")
     shutil.copy(tmp_path / "sizes.json", tmp_path / "wds" / "train" / "sizes.json")
     assert source_num_examples(str(tmp_path / "wds"), "train") == 24  # shards that exist only
+
+
+def test_two_processes_validate_together(official, eval_folder, tmp_path):
+    """`accelerate launch` on 2 CPU processes: the validation loss is reduced over both, zero-shot runs on rank 0
+    and is shared, the best model is written once."""
+    import os
+    import subprocess
+    import sys
+
+    settings = _settings(tmp_path, train_data=str(official), max_steps=2, val_split="val", eval_steps=1,
+                         eval_data_dir=str(eval_folder), eval_templates="single", save_best=True, best_metric="eval/top1")  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bioclip_hf.train",
+               str(tmp_path / "run.yaml")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = _log(tmp_path / "run")
+    assert [e["step"] for e in log if "val/loss" in e] == [1, 2] and [e["step"] for e in log if "eval/top1" in e] == [1, 2]
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["metric"] == "eval/top1" and best["value"] == max(e["eval/top1"] for e in log if "eval/top1" in e)
