@@ -239,10 +239,19 @@ def _decoder(text_type: str, seed: int, epoch: int, template: str | None, image_
     return decode
 
 
+_WARNED: Counter = Counter()  # skip warnings issued by this process, per kind
+MAX_SKIP_WARNINGS = 20  # per kind and process; the rest are logged at debug level (all are counted in the stats)
+
+
 def _log_bad(key: str, reason: str) -> str:
-    """Log a skipped sample (expected skips quietly) and return its counter name."""
+    """Log a skipped sample (expected skips, and repeats past `MAX_SKIP_WARNINGS`, quietly); return its counter name."""
     kind = reason.split(":")[0]
-    (logger.debug if kind in QUIET_SKIPS else logger.warning)("skipping sample %s: %s", key, reason)
+    _WARNED[kind] += 1
+    if kind in QUIET_SKIPS or _WARNED[kind] > MAX_SKIP_WARNINGS:
+        logger.debug("skipping sample %s: %s", key, reason)
+    else:
+        more = f" (further '{kind}' skips are logged at debug level)" if _WARNED[kind] == MAX_SKIP_WARNINGS else ""
+        logger.warning("skipping sample %s: %s%s", key, reason, more)
     return kind
 
 

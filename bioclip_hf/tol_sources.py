@@ -38,6 +38,7 @@ TOL10M_CATALOG = "metadata/catalog.csv"
 TOL200M_CATALOG = "catalog.parquet"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 SKIP_FIELD = "_skip"  # reason a sample is skipped ("" for good samples)
+DATA_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".parquet", ".arrow")  # files `datasets` can stream image samples from
 SCHEMAS = {"treeoflife-10m": TOL10M_SCHEMA, "treeoflife-200m": TOL200M_SCHEMA}
 
 
@@ -114,7 +115,7 @@ def _hub_source(repo_id: str) -> ToLSource | None:
     has_catalog = TOL10M_CATALOG in files
     looks_like_tol = eol or has_catalog or repo_id.lower() == TOL10M_REPO.lower()
     if not looks_like_tol:
-        if not any(f.endswith(".tar") for f in files):
+        if not any(f.endswith(DATA_SUFFIXES) for f in files):
             raise FileNotFoundError(
                 f"dataset repo {repo_id} has no training data: expected WebDataset shards (*.tar) or the TreeOfLife-10M "
                 f"layout ({EOL_DIR}/{EOL_PATTERN} + {TOL10M_CATALOG})"
