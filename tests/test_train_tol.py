@@ -59,7 +59,8 @@ def _weights(model_dir):
 
 def test_cli_trains_on_official_shards_with_validation_and_save_best(official, eval_folder, tmp_path, capsys):
     settings = _settings(tmp_path, train_data=str(official), text_mixing="per_batch", val_split="val", eval_steps=2,
-                         eval_data_dir=str(eval_folder), eval_templates="single", save_best=True)  # fmt: skip
+                         eval_data_dir=str(eval_folder), eval_templates="single", save_best=True,
+                         report_to="tensorboard")  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
     assert main(["train", str(tmp_path / "run.yaml")]) == 0
     log = _log(tmp_path / "run")
@@ -73,6 +74,11 @@ def test_cli_trains_on_official_shards_with_validation_and_save_best(official, e
 
     assert BioCLIPModel.from_pretrained(tmp_path / "run" / "best").config.projection_dim == 16
     assert "text_mixing: per_batch" in (tmp_path / "run" / "run_config.yaml").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "run").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert [e.step for e in events.Scalars("val/loss")] == [2, 4, 6]  # the trackers get the validation too
+    assert [e.step for e in events.Scalars("eval/top1")] == [2, 4, 6]
 
 
 def test_validation_does_not_disturb_training_or_its_exact_resume(official, tmp_path, monkeypatch):
