@@ -216,5 +216,51 @@ def tol_stream(source: ToLSource, split: str = "train"):
     return datasets.IterableDataset.from_generator(generate_samples, features=sample_features(), gen_kwargs=kwargs)
 
 
+def write_split_shards(source: ToLSource, split: str, out: str | Path, rank: int = 0, world_size: int = 1,
+                       shard_size: int = 10_000) -> int:  # fmt: skip
+    """Write this process's share of `split` as WebDataset shards in our layout (`<key>.jpg` + `<key>.taxon.json`)
+    under `out/<split>/`, atomically; returns the number of samples.
+
+    The catalog's val split is scattered over every EOL image set, so reading it means scanning all of them:
+    validation does that once and reads these shards afterwards (`bioclip_hf.train_eval`).
+
+    Example:
+        >>> write_split_shards(find_tol_source("imageomics/TreeOfLife-10M"), "val", "val_cache/")  # doctest: +SKIP
+    """
+    import io
+    import json
+
+    from .io_utils import atomic_directory
+
+    raw = tol_stream(source, split)
+    if world_size > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        raw = split_dataset_by_node(raw, rank=rank, world_size=world_size)
+    count, tar = 0, None
+    with atomic_directory(Path(out) / split) as scratch:
+        for example in raw:
+            if example[SKIP_FIELD]:
+                continue
+            if count % shard_size == 0:
+                tar = _next_shard(tar, scratch / f"shard-{count // shard_size:06d}.tar")
+            key = example["__key__"]
+            for name, data in ((f"{key}.jpg", example["jpg"]["bytes"]), (f"{key}.taxon.json", json.dumps(example["taxon.json"]).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            count += 1
+        if tar is not None:
+            tar.close()
+    logger.info("wrote %d %s samples of %s to %s", count, split, source.location, Path(out) / split)
+    return count
+
+
+def _next_shard(current: Any, path: Path):
+    if current is not None:
+        current.close()
+    return tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+
+
 __all__ = ["SKIP_FIELD", "TOL10M_REPO", "ToLSource", "find_tol_source", "generate_samples", "iter_tar_images",
-           "load_catalog_index", "tol_stream"]  # fmt: skip
+           "load_catalog_index", "tol_stream", "write_split_shards"]  # fmt: skip

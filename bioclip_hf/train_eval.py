@@ -9,6 +9,10 @@
 - `save_best`: the model with the best `best_metric` (lowest loss / highest accuracy) is written to
   `output_dir/best` (atomically) with `best.json` naming the step and value.
 
+For `imageomics/TreeOfLife-10M` (and other catalog sources) the validation split is scattered over all image
+tars: each process writes its share once to `output_dir/val_cache/` (`tol_sources.write_split_shards`) and
+later validations read that, with the same samples, order and captions.
+
 Validation builds its own loader and runs under `torch.random.fork_rng`, so neither the training stream's
 position nor any RNG moves: a run with validation trains exactly like one without, and resumes exactly.
 """
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 BEST_DIR = "best"
 BEST_INFO = "best.json"
+VAL_CACHE = "val_cache"  # a catalog source's validation split, written once per process
 
 
 def higher_is_better(metric: str) -> bool:
@@ -79,14 +84,31 @@ class Validator:
                 unwrapped.train()
         return metrics
 
+    def _val_source(self) -> tuple[str, int, int]:
+        """(source, rank, world size) validation reads. A catalog source's split is scattered over all its image
+        tars, so each process writes its share once to `output_dir/val_cache/` and reads that afterwards."""
+        from .tol_sources import find_tol_source, write_split_shards
+
+        source = self.config.val_data or self.config.train_data
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        tol = find_tol_source(str(source))
+        if tol is None:
+            return source, rank, world
+        cache = Path(self.config.output_dir) / VAL_CACHE / f"{self.config.val_split}-{rank}-of-{world}"
+        if not (cache / self.config.val_split).is_dir():
+            write_split_shards(tol, self.config.val_split, cache, rank=rank, world_size=world)
+        if not any((cache / self.config.val_split).glob("*.tar")):
+            raise ValueError(f"validation split {self.config.val_split!r} of {source} has no images for process {rank}")
+        return str(cache), 0, 1
+
     def _val_loader(self) -> Any:
         from .data import build_dataloader
 
         config = self.config
+        source, rank, world = self._val_source()
         loader, _ = build_dataloader(
-            config.val_data or config.train_data, self.processor, config.batch_size, split=config.val_split,
-            text_type=config.text_type, text_mixing=config.text_mixing, seed=config.seed, shuffle_buffer=0,
-            rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+            source, self.processor, config.batch_size, split=config.val_split, text_type=config.text_type,
+            text_mixing=config.text_mixing, seed=config.seed, shuffle_buffer=0, rank=rank, world_size=world,
             num_workers=config.num_workers,
         )  # fmt: skip
         return loader

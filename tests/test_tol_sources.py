@@ -169,3 +169,15 @@ def test_tol200m_shards_with_catalog_parquet(tmp_path, processor):
     (tmp_path / "tol200m" / "catalog.parquet").rename(tmp_path / "no_shards" / "catalog.parquet")
     with pytest.raises(FileNotFoundError, match="has catalog.parquet but no image shards"):
         build_stream(str(tmp_path / "no_shards"))
+
+
+def test_a_split_written_once_streams_like_the_catalog_source(tol10m, tmp_path):
+    from bioclip_hf.tol_sources import write_split_shards
+
+    root, info = tol10m
+    assert write_split_shards(find_tol_source(str(root)), "val", tmp_path / "cache", shard_size=3) == VAL
+    assert sorted(p.name for p in (tmp_path / "cache" / "val").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
+    direct = list(build_stream(str(root), split="val", shuffle_buffer=0, seed=4))
+    cached = list(build_stream(str(tmp_path / "cache"), split="val", shuffle_buffer=0, seed=4))
+    assert [(s["key"], s["text"], s["taxon"]) for s in cached] == [(s["key"], s["text"], s["taxon"]) for s in direct]
+    assert all(a["image"].tobytes() == b["image"].tobytes() for a, b in zip(cached, direct))

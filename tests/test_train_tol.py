@@ -146,13 +146,15 @@ def test_trains_on_treeoflife_10m_from_the_hub(tmp_path, hub_server, eval_folder
     api = HfApi(token=hub_server.token)
     api.create_repo("imageomics/TreeOfLife-10M", repo_type="dataset")
     api.upload_folder(folder_path=str(repo), repo_id="imageomics/TreeOfLife-10M", repo_type="dataset")
-    settings = _settings(tmp_path, train_data="imageomics/TreeOfLife-10M", text_mixing="per_batch", num_epochs=1,
+    settings = _settings(tmp_path, train_data="imageomics/TreeOfLife-10M", text_mixing="per_batch", num_epochs=2,
                          val_split="val", save_best=True)  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
     assert main(["train", str(tmp_path / "run.yaml")]) == 0
     saved = TrainConfig.from_yaml(tmp_path / "run" / "run_config.yaml")
-    assert (saved.dataset_size, saved.max_steps) == (len(info["train"]) + 1, 5)  # catalog rows with an image; ceil(17/4)
-    assert [e["step"] for e in _log(tmp_path / "run") if "val/loss" in e] == [5]  # once per epoch
+    assert (saved.dataset_size, saved.max_steps) == (len(info["train"]) + 1, 10)  # catalog rows with an image; ceil(17/4)
+    assert [e["step"] for e in _log(tmp_path / "run") if "val/loss" in e] == [5, 10]  # once per epoch
+    # The val images, scattered over all EOL tars, were gathered once into the run's validation cache.
+    assert len(list((tmp_path / "run" / "val_cache" / "val-0-of-1" / "val").glob("*.tar"))) == 1
     fetched = [p for _, p, status in hub_server.state.requests if "/resolve/" in p and p.endswith(".tar.gz") and status < 300]
     assert fetched, "the EOL tars were streamed from the Hub"
 
