@@ -52,6 +52,7 @@ class Validator:
         self.config, self.processor, self.accelerator = config, processor, accelerator
         self.interval = interval
         self._specs = self._eval_specs() if (config.eval_task or config.eval_data_dir) else []
+        self._source: tuple[str, int, int] | None = None
 
     @staticmethod
     def wanted(config: Any) -> bool:
@@ -105,7 +106,9 @@ class Validator:
         from .data import build_dataloader
 
         config = self.config
-        source, rank, world = self._val_source()
+        if self._source is None:  # located (and for a catalog source, gathered) once per run
+            self._source = self._val_source()
+        source, rank, world = self._source
         loader, _ = build_dataloader(
             source, self.processor, config.batch_size, split=config.val_split, text_type=config.text_type,
             text_mixing=config.text_mixing, seed=config.seed, shuffle_buffer=0, rank=rank, world_size=world,
@@ -128,7 +131,8 @@ class Validator:
             with self.accelerator.autocast():
                 out = model(input_ids=batch["input_ids"].to(device), pixel_values=batch["pixel_values"].to(device))
                 loss = loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale.exp().float())
-            total += torch.stack([loss.double() * len(batch["input_ids"]), torch.tensor(len(batch["input_ids"]), device=device)])
+            size = len(batch["input_ids"])
+            total += torch.stack([loss.double() * size, torch.tensor(size, dtype=torch.float64, device=device)])
         total = self.accelerator.reduce(total, reduction="sum")
         if total[1] == 0:
             raise ValueError(f"validation split {self.config.val_split!r} yielded no samples")
