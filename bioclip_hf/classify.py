@@ -5,12 +5,13 @@ images (kept in `classifier.errors`, never aborting the batch) and returns plain
 `records_to_dataframe` turns into a pandas DataFrame.
 
 Example:
-    >>> clf = TreeOfLifeClassifier()  # imageomics/bioclip + TreeOfLife-10M  # doctest: +SKIP
+    >>> clf = TreeOfLifeClassifier()  # imageomics/bioclip-2 + TreeOfLife-200M  # doctest: +SKIP
     >>> records_to_dataframe(clf.predict(["photos/"], rank="family", k=3))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,8 +23,17 @@ from typing import Any
 import torch
 
 from .fewshot import fit_simpleshot
+from .pybioclip_format import check_record_keys, to_pybioclip_label_record, to_pybioclip_taxon_record
+from .registry import (
+    DEFAULT_MODEL,
+    index_source,
+    load_registry_index,
+    model_provenance,
+    model_revision,
+    requested_model_name,
+)
 from .taxonomy import OPENAI_TEMPLATES, RANKS, Taxon, check_rank
-from .tol_index import TreeOfLifeIndex, clade_label, default_index_repo, encode_prompts, load_index
+from .tol_index import TreeOfLifeIndex, clade_label, encode_prompts, load_index
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +62,7 @@ def collect_images(inputs: Any, recursive: bool = True) -> tuple[list[Any], list
             pattern = path.rglob("*") if recursive else path.glob("*")
             images.extend(str(p) for p in sorted(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
-            images.append(str(path))
+            images.append(item if isinstance(item, str) else str(path))  # the user's spelling ("./a.jpg") is the key
         else:
             errors.append({"file": str(path), "error": f"image not found: {path}"})
     return images, errors
@@ -80,34 +90,61 @@ class BaseClassifier:
 
     Args:
         model, processor: a loaded `BioCLIPModel` / `BioCLIPProcessor` (takes precedence), or
-        model_name_or_path: a Hub id or folder loaded with `load_model_and_processor` (default imageomics/bioclip).
+        model_name_or_path: a Hub id (`hf-hub:` prefix accepted), a registry model (`bioclip-hf list-models`) or a
+            folder, loaded with `load_model_and_processor` (default imageomics/bioclip-2). `model_str` is
+            pybioclip's name for it.
         device: "cpu", "cuda", "mps" or None (auto); the model is moved there.
         batch_size: images per forward pass.
         num_workers: threads decoding images.
         progress: show progress bars.
+        revision: branch, tag or commit of the model repo (default: the registry's pinned commit, else `main`).
+        record_keys: "bioclip-hf" (default) or "pybioclip" (`file_name`, `classification`, pybioclip's columns).
+        pretrained_str: pybioclip's open_clip pretrained tag; only None is supported (pass a Hub id instead).
+        preprocess: "open_clip" or "pybioclip" image preprocessing (None: the model's own open_clip settings);
+            "pybioclip" squashes images to the model size exactly as pybioclip does, for identical answers.
     """
 
     def __init__(
         self, model: Any = None, processor: Any = None, model_name_or_path: str | None = None, device: str | None = None,
-        batch_size: int = 32, num_workers: int = 4, progress: bool = False,
+        batch_size: int = 32, num_workers: int = 4, progress: bool = False, revision: str | None = None,
+        record_keys: str = "bioclip-hf", model_str: str | None = None, pretrained_str: str | None = None,
+        preprocess: str | None = None,
     ):
-        from .loading import DEFAULT_MODEL, load_model_and_processor, resolve_device
+        from .loading import load_model_and_processor, resolve_device
 
         if (model is None) != (processor is None):
             raise ValueError("pass both model and processor, or model_name_or_path")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.record_keys = check_record_keys(record_keys)
+        name = requested_model_name(model_name_or_path, model_str, pretrained_str)
         if model is None:
-            self.model_name = model_name_or_path or DEFAULT_MODEL
-            model, processor = load_model_and_processor(self.model_name, device=device)
+            self.model_name = name or DEFAULT_MODEL
+            self.model_revision = model_revision(self.model_name, revision)
+            model, processor = load_model_and_processor(self.model_name, device=device, revision=self.model_revision)
         else:
-            self.model_name = model_name_or_path or getattr(model.config, "_name_or_path", "") or ""
+            self.model_name = name or getattr(model.config, "_name_or_path", "") or ""
+            self.model_revision = revision
             if device is not None:
                 model = model.to(resolve_device(device))
+        if preprocess is not None:
+            if not hasattr(processor, "with_preprocess"):
+                raise ValueError(f"preprocess={preprocess!r} needs a BioCLIPProcessor, got {type(processor).__name__}")
+            processor = processor.with_preprocess(preprocess)
         self.model, self.processor = model.eval(), processor
         self.device = next(model.parameters()).device
         self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
         self.errors: list[dict[str, str]] = []
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced the predictions: model id + revision + resolved commit, preprocessing, device."""
+        model = getattr(self.model, "bioclip_source", None)  # set by load_model_and_processor
+        if model is None or model.get("id") != self.model_name:
+            model = model_provenance(self.model_name, self.model_revision) if self.model_name else {"id": None}
+        image_processor = self.processor.image_processor
+        config = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {}
+        return {"model": model, "preprocessing": json.loads(json.dumps(config, default=str)), "device": str(self.device),
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}  # fmt: skip
 
     @property
     def logit_scale(self) -> float:
@@ -167,19 +204,53 @@ class BaseClassifier:
                 bar.update(len(results))
         bar.close()
 
-    def predict(self, images: Any, k: int | None = 5, **options: Any) -> list[dict[str, Any]]:
-        """Top-`k` records per image (k larger than the number of classes is clipped, None = all); see subclasses."""
-        return [record for batch in self.iter_predict(images, k, **options) for record in batch]
+    def predict(
+        self, images: Any, k: int | None = 5, batch_size: int | None = None,
+        callback: Callable[[int, int], None] | None = None, **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Top-`k` records per image (k larger than the number of classes is clipped, None = all); see subclasses.
+
+        Args:
+            batch_size: images per forward pass for this call (default: the classifier's).
+            callback: called as `callback(processed, total)` after each batch (pybioclip's progress hook).
+        """
+        total = sum(len(part) for part in collect_images(images)) if callback is not None else 0
+        records: list[dict[str, Any]] = []
+        with self._batch_size_set_to(batch_size):
+            processed = 0
+            for keys, batch in self._iter_batches(images, k, **options):
+                records.extend(batch)
+                processed += len(keys)
+                if callback is not None:
+                    callback(processed + len(self.errors), total)
+        return records
 
     def iter_predict(self, images: Any, k: int | None = 5, **options: Any) -> Iterator[list[dict[str, Any]]]:
         """Like `predict`, one list of records per image batch: results stream out of big folders. k=None: all."""
+        for _keys, batch in self._iter_batches(images, k, **options):
+            yield batch
+
+    def _iter_batches(self, images: Any, k: int | None, **options: Any) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
         if k is None:  # every class, as pybioclip's k=None
             k = 2**31 - 1
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         options = self._check_options(**options)  # fail before any image is read
         for keys, features in self.iter_embeddings(images):
-            yield self._batch_records(keys, features, k, **options)
+            yield keys, self._batch_records(keys, features, k, **options)
+
+    @contextlib.contextmanager
+    def _batch_size_set_to(self, batch_size: int | None) -> Iterator[None]:
+        if batch_size is None:
+            yield
+            return
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        saved, self.batch_size = self.batch_size, batch_size
+        try:
+            yield
+        finally:
+            self.batch_size = saved
 
     def _check_options(self, **options: Any) -> dict[str, Any]:
         if options:
@@ -201,26 +272,44 @@ class TreeOfLifeClassifier(BaseClassifier):
 
     Args:
         index: a `TreeOfLifeIndex`, a path to one (`build-index` folder or `txt_emb_species.npy`), a Hub dataset id
-            with the released layout, or None for the model's released index (imageomics/bioclip ->
-            imageomics/TreeOfLife-10M).
+            with the released layout, or None for the model's released index from the registry
+            (`bioclip-hf list-models`: imageomics/bioclip-2 -> imageomics/TreeOfLife-200M, ...).
         subset: optional clade names (list) or subset table path restricting (and renormalising) predictions.
-        **kwargs: see `BaseClassifier`.
+        index_revision: branch, tag or commit of the released index's dataset repo (default: the registry's).
+        **kwargs: see `BaseClassifier` (pybioclip's `model_str="hf-hub:imageomics/bioclip"` works too).
 
     Example:
         >>> clf = TreeOfLifeClassifier(subset=["Aves"])  # doctest: +SKIP
         >>> clf.predict("raven.jpg", rank="genus", k=3)  # doctest: +SKIP
     """
 
-    def __init__(self, index: TreeOfLifeIndex | str | os.PathLike | None = None, subset: Any = None, **kwargs: Any):
+    def __init__(self, index: TreeOfLifeIndex | str | os.PathLike | None = None, subset: Any = None,
+                 index_revision: str | None = None, **kwargs: Any):  # fmt: skip
+        if index is None and kwargs.get("model") is None:  # an unknown model fails before any weights are loaded
+            index_source(requested_model_name(kwargs.get("model_name_or_path"), kwargs.get("model_str")) or DEFAULT_MODEL)
+        if index is not None and index_revision is not None:
+            raise ValueError("index_revision applies to the model's released index (index=None) only")
         super().__init__(**kwargs)
+        self.index_origin = None if index is None or isinstance(index, TreeOfLifeIndex) else str(index)
         if index is None:
-            index = TreeOfLifeIndex.from_hub(default_index_repo(self.model_name))
+            index = load_registry_index(self.model_name, index_revision)
         elif not isinstance(index, TreeOfLifeIndex):
             index = load_index(index)
         self.full_index = index.to(self.device)
         self.index = self.full_index
         if subset is not None:
             self.apply_subset(subset)
+
+    def provenance(self) -> dict[str, Any]:
+        """`BaseClassifier.provenance` plus the index: Hub repo + revision + commit + files, or its local path."""
+        info = super().provenance()
+        meta = self.full_index.metadata
+        index = {key: meta[key] for key in ("repo_id", "revision", "commit", "files") if key in meta}
+        if self.index_origin is not None:
+            path = Path(self.index_origin)
+            index = {**index, "path": str(path.resolve()) if path.exists() else self.index_origin}
+        info["index"] = {**index, "num_taxa": len(self.full_index), "num_taxa_used": len(self.index)}
+        return info
 
     def apply_subset(self, subset: Any) -> None:
         """Restrict predictions to clades: a list of names, or a path to a subset table (see `TreeOfLifeIndex.subset`)."""
@@ -230,36 +319,71 @@ class TreeOfLifeClassifier(BaseClassifier):
             self.index = self.full_index.subset(names=[subset] if isinstance(subset, str) else subset)
 
     def get_label_data(self) -> Any:
-        """The taxa of the (full) index as a DataFrame: kingdom ... species (epithet), common_name."""
-        return records_to_dataframe([taxon.to_dict() for taxon in self.full_index.taxa])
+        """The taxa of the (full) index as a DataFrame: kingdom ... species (epithet), common_name
+        (with `record_keys="pybioclip"`: pybioclip's kingdom ... genus, species_epithet, species, common_name)."""
+        frame = self.full_index.columns.to_arrow(dictionary=False).to_pandas()
+        if self.record_keys == "pybioclip":  # species = genus + " " + epithet, as pybioclip joins them
+            frame = frame.rename(columns={"species": "species_epithet"})
+            frame.insert(RANKS.index("species") + 1, "species", frame["genus"] + " " + frame["species_epithet"])
+        return frame
 
-    def create_taxa_filter(self, rank: str, user_values: Iterable[str]) -> list[bool]:
-        """One flag per taxon of the full index: is its name at `rank` among `user_values` (case-insensitive)."""
+    def create_taxa_filter(self, rank: Any, user_values: Iterable[str]) -> list[bool]:
+        """One flag per taxon of the full index: is its name at `rank` among `user_values` (case-insensitive).
+
+        Raises:
+            ValueError: naming the values that match no taxon at `rank` (as pybioclip does).
+        """
         rank = check_rank(rank)
-        wanted = {str(value).strip().lower() for value in user_values}
-        return [taxon.name_at(rank).lower() in wanted for taxon in self.full_index.taxa]
+        values = [str(value).strip() for value in user_values]
+        keep, unknown = self.full_index.match_names(rank, values)
+        if unknown:
+            raise ValueError(f"Unknown {rank} received: {', '.join(unknown)}. Only known {rank} may be used.")
+        return keep.tolist()
+
+    def create_taxa_filter_from_csv(self, csv_path: str | os.PathLike) -> list[bool]:
+        """pybioclip's CSV filter: the first column's header names the rank, its cells the clades to keep."""
+        import csv
+
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        column = rows[0][0].strip().lower() if rows else ""
+        if column not in RANKS:
+            raise ValueError(f"The first column of {csv_path} is named '{column}' but must be one of {','.join(RANKS)}.")
+        return self.create_taxa_filter(column, [row[0] for row in rows[1:] if row[0].strip()])
 
     def apply_filter(self, keep: Sequence[bool] | None) -> None:
         """Predict only among the taxa flagged in `keep` (e.g. from `create_taxa_filter`); None removes the filter."""
         self.index = self.full_index if keep is None else self.full_index.select(keep)
 
     def predict(
-        self, images: Any, rank: str = "species", k: int | None = 5, min_prob: float = 1e-9
+        self, images: Any, rank: Any = "species", min_prob: float = 1e-9, k: int | None = 5,
+        batch_size: int | None = None, callback: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Top-`k` taxa at `rank` for each image (species below `min_prob` are not summed, as in pybioclip).
 
-        Records: file, rank, the lineage down to `rank` (at species: species_epithet and the binomial species),
-        common_name (species rank only), taxon (display name of the clade) and score (probability).
-        """
-        return super().predict(images, k, rank=rank, min_prob=min_prob)
+        The positional order is pybioclip's: `predict(images, rank, min_prob, k, batch_size, callback)`; `rank`
+        may be a name or pybioclip's `Rank`.
 
-    def _check_options(self, rank: str = "species", min_prob: float = 1e-9) -> dict[str, Any]:
+        Records: file, rank, the lineage down to `rank` (at species: species_epithet and the binomial species),
+        common_name (species rank only), taxon (display name of the clade) and score (probability); with
+        `record_keys="pybioclip"`, pybioclip's keys (see `pybioclip_format.pybioclip_columns`).
+        """
+        return super().predict(images, k, batch_size, callback, rank=rank, min_prob=min_prob)
+
+    def _check_options(self, rank: Any = "species", min_prob: float = 1e-9) -> dict[str, Any]:
         return {"rank": check_rank(rank), "min_prob": float(min_prob)}
 
     def _batch_records(self, keys: list[str], features: torch.Tensor, k: int, rank: str = "species",
                        min_prob: float = 1e-9) -> list[dict[str, Any]]:  # fmt: skip
-        batch = self.index.predict(features, self.logit_scale, rank, k, min_prob)
-        return [taxon_record(key, rank, taxon, score) for key, predictions in zip(keys, batch) for taxon, score in predictions]
+        pybioclip = self.record_keys == "pybioclip"
+        # pybioclip applies min_prob to the grouped ranks only; its species top-k is taken over all species.
+        batch = self.index.predict(features, self.logit_scale, rank, k, 0.0 if pybioclip and rank == "species" else min_prob)
+        records = []
+        for key, predictions in zip(keys, batch):
+            for taxon, score in predictions:
+                record = taxon_record(key, rank, taxon, score)
+                records.append(to_pybioclip_taxon_record(record, taxon.ranks()) if pybioclip else record)
+        return records
 
 
 def taxon_record(file: str, rank: str, taxon: Taxon, score: float) -> dict[str, Any]:
@@ -282,7 +406,7 @@ class CustomLabelsClassifier(BaseClassifier):
     """Zero-shot classification among your own labels (template-averaged text embeddings), optionally binned.
 
     Args:
-        labels: the class names.
+        labels: the class names (pybioclip's `cls_ary=` is accepted too).
         templates: prompt templates averaged per label (default: the 80 OpenAI templates).
         bins: optional {label: bin}; predictions then sum label probabilities per bin.
         label_embeddings: a path to embeddings saved with `save_label_embeddings`; loaded when its labels and
@@ -295,26 +419,33 @@ class CustomLabelsClassifier(BaseClassifier):
     """
 
     def __init__(
-        self, labels: Sequence[str], templates: Sequence[str | Callable[[str], str]] = OPENAI_TEMPLATES,
-        bins: Mapping[str, str] | None = None, label_embeddings: str | os.PathLike | None = None, **kwargs: Any,
+        self, labels: Iterable[str] | None = None, templates: Sequence[str | Callable[[str], str]] = OPENAI_TEMPLATES,
+        bins: Mapping[str, str] | None = None, label_embeddings: str | os.PathLike | None = None,
+        cls_ary: Iterable[str] | None = None, **kwargs: Any,
     ):
-        super().__init__(**kwargs)
-        self.labels = [str(label).strip() for label in labels if str(label).strip()]
+        if labels is not None and cls_ary is not None:
+            raise ValueError("pass labels or cls_ary (pybioclip's name), not both")
+        labels = cls_ary if labels is None else labels
+        self.labels = [str(label).strip() for label in labels or () if str(label).strip()]
         if not self.labels:
             raise ValueError("no labels given")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        self.bins = self._check_bins(bins)  # bad labels or bins fail before the model is loaded
+        super().__init__(**kwargs)
         self.templates = list(templates)
-        self.bins = self._check_bins(bins)
         self.text_features = self._label_features(label_embeddings).to(self.device)
 
-    def _check_bins(self, bins: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    def _check_bins(self, bins: Mapping[str, Any] | None) -> dict[str, str] | None:
         if bins is None:
             return None
-        missing = [label for label in self.labels if label not in bins]
+        if any(_is_missing(value) for value in bins.values()):
+            raise ValueError("Empty, null, or nan are not allowed for bin values.")  # pybioclip's words
+        cleaned = {str(label).strip(): str(value).strip() for label, value in bins.items()}
+        missing = [label for label in self.labels if label not in cleaned]
         if missing:
             raise ValueError(f"labels without a bin: {', '.join(missing[:5])}")
-        return dict(bins)
+        return cleaned
 
     def _template_keys(self) -> list[str]:
         return [t if isinstance(t, str) else repr(t(" {} ")) for t in self.templates]
@@ -339,9 +470,14 @@ class CustomLabelsClassifier(BaseClassifier):
         """Save the label embeddings (safetensors, labels and templates in its metadata) for re-use."""
         save_label_embeddings(path, self.labels, self._template_keys(), self.text_features)
 
-    def predict(self, images: Any, k: int | None = 5) -> list[dict[str, Any]]:
-        """Top-`k` labels (or bins) per image; records: file, label, score (probability). k > labels is clipped."""
-        return super().predict(images, k)
+    def predict(self, images: Any, k: int | None = 5, batch_size: int | None = None,
+                callback: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Top-`k` labels (or bins) per image; records: file, label, score (probability). k > labels is clipped.
+
+        The positional order is pybioclip's: `predict(images, k, batch_size, callback)`; with
+        `record_keys="pybioclip"` the records say file_name, classification, score.
+        """
+        return super().predict(images, k, batch_size, callback)
 
     def _batch_records(self, keys: list[str], features: torch.Tensor, k: int) -> list[dict[str, Any]]:
         probs = (self.logit_scale * features @ self.text_features.T).softmax(dim=-1)
@@ -351,8 +487,9 @@ class CustomLabelsClassifier(BaseClassifier):
             group_ids = torch.tensor([names.index(self.bins[label]) for label in self.labels], device=probs.device)
             probs = probs.new_zeros(probs.shape[0], len(names)).index_add_(1, group_ids, probs)
         values, indices = probs.topk(min(k, len(names)), dim=-1)
-        return [{"file": key, "label": names[i], "score": float(v)}
-                for key, row_i, row_v in zip(keys, indices.tolist(), values.tolist()) for i, v in zip(row_i, row_v)]  # fmt: skip
+        records = [{"file": key, "label": names[i], "score": float(v)}
+                   for key, row_i, row_v in zip(keys, indices.tolist(), values.tolist()) for i, v in zip(row_i, row_v)]  # fmt: skip
+        return [to_pybioclip_label_record(r) for r in records] if self.record_keys == "pybioclip" else records
 
 
 class CustomLabelsBinningClassifier(CustomLabelsClassifier):
@@ -363,7 +500,12 @@ class CustomLabelsBinningClassifier(CustomLabelsClassifier):
     """
 
     def __init__(self, cls_to_bin: Mapping[str, str], **kwargs: Any):
-        super().__init__(list(cls_to_bin), bins=cls_to_bin, **kwargs)
+        super().__init__(list(cls_to_bin), bins=cls_to_bin, **kwargs)  # empty/NaN bins raise ValueError, as in pybioclip
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN or a blank string: pybioclip refuses these as bin names."""
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
 
 
 def save_label_embeddings(path: str | os.PathLike, labels: Sequence[str], templates: Sequence[str], features: torch.Tensor) -> None:
@@ -414,16 +556,21 @@ class FewShotClassifier(BaseClassifier):
         self.simpleshot = fit_simpleshot(torch.cat(support), labels)
         self.classes = self.simpleshot.classes
 
-    def predict(self, images: Any, k: int | None = 5) -> list[dict[str, Any]]:
+    def predict(self, images: Any, k: int | None = 5, batch_size: int | None = None,
+                callback: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Nearest classes per image; records: file, label, score = 1 - distance / 2 (1 = at the centroid) and
-        distance (Euclidean, to the class centroid of the centred, normalised features, in [0, 2])."""
-        return super().predict(images, k)
+        distance (Euclidean, to the class centroid of the centred, normalised features, in [0, 2]); with
+        `record_keys="pybioclip"`: file_name, classification, score, distance."""
+        return super().predict(images, k, batch_size, callback)
 
     def _batch_records(self, keys: list[str], features: torch.Tensor, k: int) -> list[dict[str, Any]]:
         distances = -self.simpleshot.predict_scores(features)
         values, indices = distances.topk(min(k, len(self.classes)), dim=-1, largest=False)
-        return [{"file": key, "label": self.classes[i], "score": 1.0 - d / 2.0, "distance": d}
-                for key, row_i, row_d in zip(keys, indices.tolist(), values.tolist()) for i, d in zip(row_i, row_d)]  # fmt: skip
+        records = [{"file": key, "label": self.classes[i], "score": 1.0 - d / 2.0, "distance": d}
+                   for key, row_i, row_d in zip(keys, indices.tolist(), values.tolist()) for i, d in zip(row_i, row_d)]  # fmt: skip
+        if self.record_keys == "pybioclip":
+            return [{**to_pybioclip_label_record(r), "distance": r["distance"]} for r in records]
+        return records
 
 
 def read_examples_folder(folder: str | os.PathLike) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("bioclip_hf.commands.predict", "classify photos: Tree-of-Life taxa, custom labels, bins or few-shot"),
     "embed": ("bioclip_hf.commands.embed", "write image embeddings to parquet or npy"),
     "list-taxa": ("bioclip_hf.commands.list_taxa", "list the taxa (or clades at a rank) of a Tree-of-Life index"),
+    "list-models": ("bioclip_hf.commands.list_models", "list the released models, their revisions and Tree-of-Life indexes"),
     "build-index": ("bioclip_hf.commands.build_index", "embed a taxa table into a Tree-of-Life index"),
     "train": ("bioclip_hf.commands.train", "train or fine-tune a BioCLIP model (contrastive, accelerate)"),
     "push": ("bioclip_hf.commands.push", "upload a model + processor + model card (+ open_clip copy) to the Hub"),

@@ -21,7 +21,15 @@ BIOCLIP_PRESETS: dict[str, dict[str, Any]] = {
         "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12},
     },
+    # imageomics/bioclip-2.5-vith14: open_clip "ViT-H-14" (16 heads of width 80 in the image tower).
+    "bioclip-2.5": {
+        "embed_dim": 1024,
+        "vision_cfg": {"image_size": 224, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24},
+    },
 }
+# The open_clip model name of each preset (tests compare them with open_clip's own model_configs/*.json).
+PRESET_ARCHITECTURES: dict[str, str] = {"bioclip": "ViT-B-16", "bioclip-2": "ViT-L-14", "bioclip-2.5": "ViT-H-14"}
 
 # open_clip model_cfg keys we understand; anything else changes the architecture and is refused.
 _SUPPORTED_TOP = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text", "cast_dtype", "init_logit_scale"}
@@ -55,7 +63,8 @@ class BioCLIPConfig(CLIPConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> BioCLIPConfig:
-        """Build the architecture of a released checkpoint (`"bioclip"` or `"bioclip-2"`)."""
+        """Build the architecture of a released checkpoint (a key of `BIOCLIP_PRESETS`: "bioclip", "bioclip-2",
+        "bioclip-2.5")."""
         if name not in BIOCLIP_PRESETS:
             raise ValueError(f"unknown BioCLIP preset {name!r}; choose one of {sorted(BIOCLIP_PRESETS)}")
         return cls.from_open_clip(BIOCLIP_PRESETS[name], **kwargs)

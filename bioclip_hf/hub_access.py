@@ -102,7 +102,7 @@ def probe_endpoint(endpoint: str | None = None, timeout: float | None = None) ->
 
 
 def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model", revision: str | None = None,
-                        cache_dir: str | None = None, filenames: Sequence[str] = (),
+                        cache_dir: str | None = None, file_sets: Sequence[Sequence[str]] = (),
                         local_alternative: str = "a local folder") -> dict[str, Any]:  # fmt: skip
     """Extra download kwargs for loading `name_or_path`, or `HubUnavailableError` when it cannot be had.
 
@@ -111,7 +111,8 @@ def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model
         repo_type: "model" or "dataset".
         revision: branch, tag or commit to check in the cache (default "main").
         cache_dir: HF cache folder (default: huggingface_hub's).
-        filenames: files that must be cached for the repo to count as cached (default: any snapshot).
+        file_sets: alternative sets of files; the repo counts as cached when every file of one set is (default: any
+            snapshot), and the error suggests downloading the first set.
         local_alternative: what the user can pass instead, for the error message.
 
     Returns:
@@ -132,11 +133,12 @@ def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model
         if reason is None:
             return {}
         problem = f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason})"
-    if is_cached(repo_id, repo_type, revision, cache_dir, filenames):
+    sets = [tuple(files) for files in file_sets] or [()]
+    if any(is_cached(repo_id, repo_type, revision, cache_dir, files) for files in sets):
         logger.info("%s: using the cached copy of %s", problem, repo_id)
         return {"local_files_only": True}
     cache = cache_dir or constants.HF_HUB_CACHE
-    download = " ".join(["hf download", repo_id, *filenames] + (["--repo-type", repo_type] if repo_type != "model" else [])
+    download = " ".join(["hf download", repo_id, *sets[0]] + (["--repo-type", repo_type] if repo_type != "model" else [])
                         + (["--revision", revision] if revision else []))  # fmt: skip
     raise HubUnavailableError(
         f"{problem} and {repo_type} {repo_id} is not in the local cache ({cache}); to proceed, run "

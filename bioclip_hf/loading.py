@@ -5,12 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .registry import (
+    DEFAULT_MODEL,
+    MODELS,
+    check_revision_cached,
+    is_local,
+    model_provenance,
+    model_revision,
+    normalize_model_id,
+)
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "imageomics/bioclip"
+__all__ = ["DEFAULT_MODEL", "OFFICIAL_REPOS", "load_model_and_processor", "resolve_device"]
 # The official releases may only ship open_clip's pickle weights; they are read with
-# torch.load(weights_only=True), which refuses arbitrary objects, so the CLI opts in for them alone.
-OFFICIAL_REPOS = frozenset({"imageomics/bioclip", "imageomics/bioclip-2"})
+# torch.load(weights_only=True), which refuses arbitrary objects, so the loader opts in for them alone.
+OFFICIAL_REPOS = frozenset(entry.repo_id for entry in MODELS)
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -33,32 +43,42 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def load_model_and_processor(
-    name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False
+    name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False,
+    revision: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a BioCLIP model (eval mode, on `device`) and its processor from a folder or Hub repo id.
 
     Args:
-        name_or_path: transformers- or open_clip-format checkpoint (local folder or Hub repo id).
+        name_or_path: transformers- or open_clip-format checkpoint (local folder, Hub repo id, `hf-hub:` id).
         device: "cpu", "cuda", "cuda:1", "mps" or None/"auto".
         dtype: optional torch dtype for the weights (e.g. torch.float16 on GPU).
         allow_pickle: allow reading pickle weights of open_clip checkpoints (always on for `OFFICIAL_REPOS`).
+        revision: branch, tag or commit of a Hub repo; None loads the registry's pinned commit (if any) or `main`.
 
     Example:
-        >>> model, processor = load_model_and_processor("imageomics/bioclip")  # doctest: +SKIP
+        >>> model, processor = load_model_and_processor("hf-hub:imageomics/bioclip")  # doctest: +SKIP
     """
     from .hub_access import hub_download_kwargs
 
-    # An unreachable Hub fails here in seconds with one line (or uses the cache), not after minutes of retries,
+    name = normalize_model_id(name_or_path)
+    revision = model_revision(name, revision)
+    hub: dict[str, Any] = {}
+    if not is_local(name) and revision:
+        check_revision_cached(name, revision)
+        hub["revision"] = revision
+    # An unreachable Hub fails here in seconds with one line (or the cache is used), not after minutes of retries,
     # and before the model code (transformers) is imported.
-    hub = hub_download_kwargs(name_or_path, local_alternative="a local checkpoint folder (--model ./folder)")
+    hub.update(hub_download_kwargs(name, revision=revision, local_alternative="a local checkpoint folder (--model ./folder)"))
     from .modeling_bioclip import BioCLIPModel
     from .processing_bioclip import BioCLIPProcessor
 
     device = resolve_device(device)
-    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or str(name_or_path) in OFFICIAL_REPOS}
+    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or name in OFFICIAL_REPOS, **hub}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = BioCLIPModel.from_pretrained(name_or_path, **kwargs, **hub).to(device).eval()
-    processor = BioCLIPProcessor.from_pretrained(name_or_path, **hub)
-    logger.info("loaded %s on %s", name_or_path, device)
+    model = BioCLIPModel.from_pretrained(name, **kwargs).to(device).eval()
+    processor = BioCLIPProcessor.from_pretrained(name, **hub)
+    # Where the weights came from (commit read back from the HF cache now), for classifiers given this model.
+    model.bioclip_source = model_provenance(name, revision)
+    logger.info("loaded %s%s on %s", name, f"@{revision}" if revision else "", device)
     return model, processor

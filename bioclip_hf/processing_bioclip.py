@@ -25,9 +25,20 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.processing_utils import ProcessorMixin
 
+from .image_transforms import (
+    PREPROCESS_MODES,
+    RESAMPLE,
+    RESIZE_MODES,
+    center_crop_or_pad,
+    normalize,
+    open_clip_resize,
+    resize_shortest,
+    tensor_squash,
+    to_float_rgb,
+)
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _BPE_FILE = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 CONTEXT_LENGTH = 77
 # open_clip's SimpleTokenizer special tokens (ids 49406/49407) and word-split pattern.
@@ -36,19 +47,27 @@ _OPEN_CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[
 
 
 class BioCLIPImageProcessor(BaseImageProcessor):
-    r"""Image processor reproducing open_clip's BioCLIP evaluation transform.
+    r"""Image processor reproducing open_clip's BioCLIP evaluation transform, or pybioclip's.
 
     Args:
-        size (`int`, defaults to 224): the shortest side is resized to this many pixels.
-        crop_size (`int`, *optional*): side of the centre crop (defaults to `size`).
+        size (`int`, defaults to 224): target side (the shortest side for `resize_mode="shortest"`).
+        crop_size (`int`, *optional*): side of the output square (defaults to `size`).
         interpolation (`str`, defaults to `"bicubic"`): `"bicubic"` or `"bilinear"` (PIL filters).
         image_mean / image_std (`tuple[float]`): per-channel normalisation (OpenAI CLIP's by default).
+        resize_mode (`str`, defaults to `"shortest"`): open_clip's `"shortest"` (resize + centre crop),
+            `"longest"` (resize + centre pad with `fill_color`) or `"squash"` (resize both sides).
+        fill_color (`int`, defaults to 0): padding value for `resize_mode="longest"`.
+        preprocess (`str`, defaults to `"open_clip"`): `"open_clip"` (the settings above, as open_clip's eval
+            transform) or `"pybioclip"` (RGB first, then a bilinear antialiased squash of the float tensor to
+            `crop_size`, as pybioclip does for its Tree-of-Life models; `interpolation`/`resize_mode` unused).
 
     Example:
         >>> from PIL import Image
         >>> from bioclip_hf import BioCLIPImageProcessor
         >>> BioCLIPImageProcessor(size=30)(Image.new("RGB", (64, 48)))["pixel_values"].shape
         torch.Size([1, 3, 30, 30])
+        >>> BioCLIPImageProcessor(size=30, preprocess="pybioclip").transform(Image.new("RGB", (64, 48))).shape
+        (3, 30, 30)
     """
 
     model_input_names = ["pixel_values"]
@@ -61,12 +80,19 @@ class BioCLIPImageProcessor(BaseImageProcessor):
         interpolation: str = "bicubic",
         image_mean: tuple[float, ...] = OPENAI_CLIP_MEAN,
         image_std: tuple[float, ...] = OPENAI_CLIP_STD,
+        resize_mode: str = "shortest",
+        fill_color: int = 0,
+        preprocess: str = "open_clip",
         **kwargs: Any,
     ) -> None:
         kwargs.pop("image_processor_type", None)
         kwargs.pop("processor_class", None)
-        if interpolation not in _RESAMPLE:
-            raise ValueError(f"unsupported interpolation {interpolation!r}; use one of {sorted(_RESAMPLE)}")
+        if interpolation not in RESAMPLE:
+            raise ValueError(f"unsupported interpolation {interpolation!r}; use one of {sorted(RESAMPLE)}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unsupported resize_mode {resize_mode!r}; use one of: {', '.join(RESIZE_MODES)}")
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"unknown preprocess {preprocess!r}; use one of: {', '.join(PREPROCESS_MODES)}")
         self.size = _side(size, "size")
         self.crop_size = _side(crop_size if crop_size is not None else size, "crop_size")
         self.interpolation = interpolation
@@ -74,14 +100,12 @@ class BioCLIPImageProcessor(BaseImageProcessor):
         self.image_std = [float(x) for x in image_std]
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("image_mean and image_std need 3 values (RGB)")
+        self.resize_mode, self.fill_color, self.preprocess_mode = resize_mode, int(fill_color), preprocess
         super().__init__(**kwargs)
 
     @classmethod
     def from_open_clip_preprocess(cls, preprocess_cfg: dict[str, Any], image_size: int) -> BioCLIPImageProcessor:
         """Build from the `preprocess_cfg` of an `open_clip_config.json` (open_clip defaults apply)."""
-        resize_mode = preprocess_cfg.get("resize_mode", "shortest")
-        if resize_mode != "shortest":
-            raise ValueError(f"open_clip preprocess_cfg.resize_mode={resize_mode!r} is not supported (only 'shortest')")
         interpolation = preprocess_cfg.get("interpolation", "bicubic")
         size = preprocess_cfg.get("size", image_size)
         return cls(
@@ -89,18 +113,27 @@ class BioCLIPImageProcessor(BaseImageProcessor):
             interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
             image_mean=tuple(preprocess_cfg.get("mean", OPENAI_CLIP_MEAN)),
             image_std=tuple(preprocess_cfg.get("std", OPENAI_CLIP_STD)),
+            resize_mode=preprocess_cfg.get("resize_mode") or "shortest",
+            fill_color=preprocess_cfg.get("fill_color") or 0,
         )
 
     def to_open_clip_preprocess(self) -> dict[str, Any]:
-        """The inverse of :meth:`from_open_clip_preprocess`."""
+        """The inverse of :meth:`from_open_clip_preprocess` (the open_clip settings; `preprocess="pybioclip"` has
+        no open_clip equivalent and is not exported)."""
         return {
             "mean": list(self.image_mean), "std": list(self.image_std),
-            "interpolation": self.interpolation, "resize_mode": "shortest",
+            "interpolation": self.interpolation, "resize_mode": self.resize_mode, "fill_color": self.fill_color,
         }
 
+    def with_preprocess(self, preprocess: str) -> BioCLIPImageProcessor:
+        """A copy using `preprocess` ("open_clip" or "pybioclip"), other settings unchanged."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in ("image_processor_type", "auto_map")}
+        return type(self)(**{**settings, "preprocess": preprocess})
+
     def to_dict(self) -> dict[str, Any]:
-        keys = ("size", "crop_size", "interpolation", "image_mean", "image_std")
+        keys = ("size", "crop_size", "interpolation", "image_mean", "image_std", "resize_mode", "fill_color")
         out = {k: getattr(self, k) for k in keys}
+        out["preprocess"] = self.preprocess_mode
         out["image_processor_type"] = type(self).__name__
         if getattr(self, "_auto_class", None) is not None:
             out["auto_map"] = {self._auto_class: f"processing_bioclip.{type(self).__name__}"}
@@ -109,19 +142,15 @@ class BioCLIPImageProcessor(BaseImageProcessor):
     def transform(self, image: Any) -> np.ndarray:
         """Preprocess one image into a float32 `(3, crop, crop)` array."""
         image = to_pil(image)
-        width, height = image.size
-        # torchvision Resize(int) semantics: shortest side -> size, the other side truncated.
-        if width <= height:
-            new_w, new_h = self.size, int(self.size * height / width)
+        if self.preprocess_mode == "pybioclip":
+            pixels = tensor_squash(to_float_rgb(image), self.crop_size)
         else:
-            new_w, new_h = int(self.size * width / height), self.size
-        if (new_w, new_h) != (width, height):
-            image = image.resize((new_w, new_h), _RESAMPLE[self.interpolation])
-        image = _center_crop(image, self.crop_size)
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        mean = np.asarray(self.image_mean, dtype=np.float32)
-        std = np.asarray(self.image_std, dtype=np.float32)
-        return ((array - mean) / std).transpose(2, 0, 1)
+            if self.resize_mode == "shortest" and self.size != self.crop_size:
+                image = center_crop_or_pad(resize_shortest(image, self.size, RESAMPLE[self.interpolation]), self.crop_size)
+            else:
+                image = open_clip_resize(image, self.crop_size, self.resize_mode, RESAMPLE[self.interpolation], self.fill_color)
+            pixels = to_float_rgb(image)
+        return normalize(pixels, self.image_mean, self.image_std)
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         """Preprocess one image or a list of images (PIL, uint8 arrays/tensors, or file paths).
@@ -152,17 +181,6 @@ def _side(value: Any, name: str) -> int:
     if not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    if width < size or height < size:  # torchvision pads with zeros before cropping
-        padded = Image.new(image.mode, (max(width, size), max(height, size)))
-        padded.paste(image, ((max(width, size) - width) // 2, (max(height, size) - height) // 2))
-        image, (width, height) = padded, padded.size
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -271,6 +289,14 @@ class BioCLIPProcessor(ProcessorMixin):
 
     def __init__(self, image_processor: BioCLIPImageProcessor | None = None, tokenizer: CLIPTokenizer | None = None, **kwargs: Any):
         super().__init__(image_processor, tokenizer)
+
+    def with_preprocess(self, preprocess: str) -> BioCLIPProcessor:
+        """A processor whose images go through `preprocess` ("open_clip" or "pybioclip"); same tokenizer.
+
+        Example:
+            >>> pybioclip_like = processor.with_preprocess("pybioclip")  # doctest: +SKIP
+        """
+        return type(self)(self.image_processor.with_preprocess(preprocess), self.tokenizer)
 
     @property
     def context_length(self) -> int:

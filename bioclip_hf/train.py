@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,8 @@ from typing import Any
 import torch
 
 from .loss import ClipLoss
-from .train_config import RUN_CONFIG_NAME, TrainConfig, parse_config
+from .train_config import RUN_CONFIG_NAME, Schedule, TrainConfig, parse_config, resolve_schedule
+from .train_init import build_model_and_processor
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class TrainerState:
     step: int = 0
     batches_seen: int = 0
     data_state: dict[str, Any] | None = None
+    best_value: float | None = None  # of `best_metric`, for save_best
+    best_step: int | None = None
 
     def save(self, folder: Path, rank: int) -> None:
         (folder / TRAINER_STATE_NAME.format(rank=rank)).write_text(json.dumps(asdict(self)))
@@ -67,41 +71,6 @@ class TrainerState:
 
 
 # -- model, optimizer, data -------------------------------------------------------------------------
-def build_model_and_processor(config: TrainConfig) -> tuple[Any, Any]:
-    """Model from `init_from` (any CLIP/BioCLIP checkpoint) or from scratch (`model_config`), and its processor.
-
-    Example:
-        >>> model, processor = build_model_and_processor(TrainConfig(model_config="bioclip"))  # doctest: +SKIP
-    """
-    from .configuration_bioclip import BIOCLIP_PRESETS, BioCLIPConfig
-    from .modeling_bioclip import BioCLIPModel
-    from .processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer
-
-    if config.init_from:
-        model = BioCLIPModel.from_pretrained(config.init_from, allow_pickle=config.allow_pickle)
-    elif config.model_config:
-        if config.model_config in BIOCLIP_PRESETS:
-            model_cfg = BioCLIPConfig.from_preset(config.model_config)
-        else:
-            path = Path(config.model_config)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"model_config {config.model_config!r} is neither a preset ({', '.join(BIOCLIP_PRESETS)}) nor a file"
-                )
-            values = json.loads(path.read_text())
-            values = values.get("model_cfg", values)  # open_clip_config.json nests the architecture
-            model_cfg = BioCLIPConfig.from_open_clip(values) if "vision_cfg" in values else BioCLIPConfig(**values)
-        model = BioCLIPModel(model_cfg)
-    else:
-        raise ValueError("set init_from (a checkpoint to fine-tune) or model_config (to train from scratch)")
-    source = config.processor or config.init_from
-    if source:
-        processor = BioCLIPProcessor.from_pretrained(source)
-    else:
-        processor = BioCLIPProcessor(BioCLIPImageProcessor(size=model.config.vision_config.image_size), load_tokenizer())
-    return model, processor
-
-
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; like open_clip, no weight decay on gains, biases, embeddings' 1-d params and the logit scale."""
     decay, no_decay = [], []
@@ -117,15 +86,16 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 
 
 def default_data_fn(processor: Any, config: TrainConfig, rank: int, world_size: int) -> Iterable[dict[str, torch.Tensor]]:
-    """Batches from the webdataset shards of `config.train_data` (see `bioclip_hf.data`)."""
+    """Batches of `config.train_data` (shards, TreeOfLife-10M/200M; see `bioclip_hf.data`)."""
     from .data import build_dataloader
 
     if not config.train_data:
-        raise ValueError("train_data is not set: give the webdataset shards to train on")
+        raise ValueError("train_data is not set: give the data to train on (shards folder or Hub dataset repo)")
     loader, _stats = build_dataloader(
-        config.train_data, processor, config.batch_size, text_type=config.text_type, seed=config.seed,
-        shuffle_buffer=config.shuffle_buffer, rank=rank, world_size=world_size, num_workers=config.num_workers,
-    )
+        config.train_data, processor, config.batch_size, split=config.train_split, text_type=config.text_type,
+        text_mixing=config.text_mixing, seed=config.seed, shuffle_buffer=config.shuffle_buffer, rank=rank,
+        world_size=world_size, num_workers=config.num_workers, augment=config.train_augment,
+    )  # fmt: skip
     return loader
 
 
@@ -256,6 +226,17 @@ def _make_accelerator(config: TrainConfig) -> Any:
     return Accelerator(mixed_precision=config.mixed_precision, log_with=log_with, project_config=project)
 
 
+def select_text_type(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    """Per-batch text mixing: keep the captions of the type the original trainer picks for `step`."""
+    if "input_ids_by_type" not in batch:
+        return batch
+    from .data_layouts import TEXT_TYPES, per_batch_text_type
+
+    batch = dict(batch)
+    batch["input_ids"] = batch.pop("input_ids_by_type")[TEXT_TYPES.index(per_batch_text_type(step))]
+    return batch
+
+
 def _optimizer_step(
     accelerator: Any, model: Any, optimizer: Any, scheduler: Any, loss_fn: ClipLoss,
     batches: Iterator[dict[str, torch.Tensor]], config: TrainConfig, state: TrainerState,
@@ -265,7 +246,7 @@ def _optimizer_step(
     accumulation = config.gradient_accumulation_steps
     total = 0.0
     for micro in range(accumulation):
-        batch = next(batches)
+        batch = select_text_type(next(batches), state.step)
         state.batches_seen += 1
         # Gradients are all-reduced only on the last micro-batch.
         sync = contextlib.nullcontext() if micro == accumulation - 1 else accelerator.no_sync(model)
@@ -299,40 +280,103 @@ def _tracker_config(config: TrainConfig) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in config.to_dict().items()}
 
 
-def train(config: TrainConfig, data_fn: DataFn | None = None) -> Path:
-    """Train according to `config`; returns the folder of the final model (transformers format).
+def _enable_gradient_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing (recompute each layer in backward)."""
+    # Renamed activation_checkpointing_enable in recent transformers (the old name warns).
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    Args:
-        config: the run configuration (saved to `output_dir/run_config.yaml`).
-        data_fn: optional `(processor, config, rank, world_size) -> iterable of batches`; defaults to
-            the webdataset shards of `config.train_data`. It must be deterministic for exact resume.
 
-    Example:
-        >>> train(TrainConfig(init_from="imageomics/bioclip", train_data="shards/", max_steps=100))  # doctest: +SKIP
+def plan_run(config: TrainConfig, world_size: int, custom_data: bool = False) -> tuple[TrainConfig, Schedule]:
+    """The config with epochs / global batch turned into `max_steps` and `gradient_accumulation_steps`.
+
+    An empty `dataset_size` with `num_epochs` is counted from `train_data` (catalog rows of the split, or a shard
+    folder's build_report.json / sizes.json).
     """
+    counted = None
+    if config.num_epochs is not None and config.dataset_size is None and not custom_data and config.train_data:
+        from .data import source_num_examples
+
+        counted = source_num_examples(config.train_data, config.train_split)
+    schedule = resolve_schedule(config, world_size, counted)
+    resolved = dataclasses.replace(config, max_steps=schedule.max_steps, dataset_size=schedule.dataset_size,
+                                   gradient_accumulation_steps=schedule.gradient_accumulation_steps)  # fmt: skip
+    if config.num_epochs is not None or config.global_batch_size:
+        logger.info("schedule: %d processes x batch %d x %d accumulation = global batch %d; %s steps per epoch of %s "
+                    "samples -> max_steps %d", world_size, config.batch_size, schedule.gradient_accumulation_steps,
+                    schedule.global_batch_size, schedule.steps_per_epoch, schedule.dataset_size, schedule.max_steps)  # fmt: skip
+    if resolved.warmup_steps > resolved.max_steps:
+        logger.warning("warmup_steps %d > max_steps %d: the learning rate never reaches its peak",
+                       resolved.warmup_steps, resolved.max_steps)  # fmt: skip
+    return resolved, schedule
+
+
+def _log_metrics(accelerator: Any, config: TrainConfig, step: int, metrics: dict[str, float]) -> None:
+    accelerator.log(metrics, step=step)
+    if accelerator.is_main_process:
+        with open(Path(config.output_dir) / LOG_NAME, "a") as log_file:
+            log_file.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def _validate(validator: Any, accelerator: Any, model: Any, processor: Any, config: TrainConfig, state: TrainerState) -> None:
+    """Run the validations, log them, and keep the best model when asked."""
+    from .train_eval import improved, save_best_model
+
+    metrics = validator.run(model)
+    logger.info("step %d: %s", state.step, ", ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
+    _log_metrics(accelerator, config, state.step, metrics)
+    if config.save_best:
+        if config.best_metric not in metrics:
+            raise ValueError(f"best_metric {config.best_metric!r} is not among the validation metrics {sorted(metrics)}")
+        value = metrics[config.best_metric]
+        if improved(config.best_metric, value, state.best_value):
+            state.best_value, state.best_step = value, state.step
+            save_best_model(accelerator, model, processor, config, state.step, value)
+
+
+def _prepare(config: TrainConfig, data_fn: DataFn | None) -> tuple:
+    """Accelerator, model, optimizer, scheduler, loss, resolved config and schedule of a run."""
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     accelerator = _make_accelerator(config)
+    config, schedule = plan_run(config, accelerator.num_processes, custom_data=data_fn is not None)
     set_seed(config.seed)
     model, processor = build_model_and_processor(config)
     if config.gradient_checkpointing:
-        # Renamed activation_checkpointing_enable in recent transformers (the old name warns).
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_gradient_checkpointing(model)
     model.train()
     optimizer = build_optimizer(model, config)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by hand: once per optimizer step
-    loss_fn = ClipLoss(
-        local_loss=config.local_loss, gather_with_grad=config.gather_with_grad,
-        rank=accelerator.process_index, world_size=accelerator.num_processes,
-    )
+    loss_fn = ClipLoss(local_loss=config.local_loss, gather_with_grad=config.gather_with_grad,
+                       rank=accelerator.process_index, world_size=accelerator.num_processes)  # fmt: skip
+    return accelerator, config, schedule, model, processor, optimizer, scheduler, loss_fn
+
+
+def train(config: TrainConfig, data_fn: DataFn | None = None) -> Path:
+    """Train according to `config`; returns the folder of the final model (transformers format).
+
+    Args:
+        config: the run configuration (saved, with epochs resolved into steps, to `output_dir/run_config.yaml`).
+        data_fn: optional `(processor, config, rank, world_size) -> iterable of batches`; defaults to
+            `config.train_data` (see `bioclip_hf.data`). It must be deterministic for exact resume.
+
+    Example:
+        >>> train(TrainConfig(init_from="imageomics/bioclip", train_data="shards/", max_steps=100))  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from .train_eval import Validator
+
+    accelerator, config, schedule, model, processor, optimizer, scheduler, loss_fn = _prepare(config, data_fn)
+    validator = None
+    if Validator.wanted(config):
+        validator = Validator(config, processor, accelerator, config.eval_steps or schedule.steps_per_epoch or 0)
     state = TrainerState()
     resume_from = resolve_resume(config)
     if resume_from is not None:
@@ -348,24 +392,18 @@ def train(config: TrainConfig, data_fn: DataFn | None = None) -> Path:
     if accelerator.is_main_process:
         config.save_yaml(Path(config.output_dir) / RUN_CONFIG_NAME)
     accelerator.init_trackers("logs", config=_tracker_config(config))
-    progress = tqdm(
-        total=config.max_steps, initial=state.step, desc="train",
-        disable=not (config.progress_bar and accelerator.is_local_main_process),
-    )
+    progress = tqdm(total=config.max_steps, initial=state.step, desc="train",
+                    disable=not (config.progress_bar and accelerator.is_local_main_process))  # fmt: skip
     while state.step < config.max_steps:
         loss = _optimizer_step(accelerator, model, optimizer, scheduler, loss_fn, batches, config, state)
         state.step += 1
         progress.update(1)
         if state.step % max(config.log_steps, 1) == 0 or state.step == config.max_steps:
-            metrics = {
-                "train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
-                "train/logit_scale": accelerator.unwrap_model(model).logit_scale.exp().item(),
-            }
-            accelerator.log(metrics, step=state.step)
-            if accelerator.is_main_process:
-                with open(Path(config.output_dir) / LOG_NAME, "a") as log_file:
-                    log_file.write(json.dumps({"step": state.step, **metrics}) + "\n")
+            _log_metrics(accelerator, config, state.step, {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
+                         "train/logit_scale": accelerator.unwrap_model(model).logit_scale.exp().item()})  # fmt: skip
             progress.set_postfix(loss=f"{loss:.4f}")
+        if validator is not None and validator.due(state.step):
+            _validate(validator, accelerator, model, processor, config, state)
         if config.save_steps and (state.step % config.save_steps == 0 or state.step == config.max_steps):
             save_checkpoint(accelerator, config, state, loader)
     progress.close()

@@ -2,9 +2,13 @@
 
 Run locally from the repository root:  python spaces/app.py   (then open http://127.0.0.1:7860)
 
+A selector offers every released model of the registry (`bioclip-hf list-models`) plus $BIOCLIP_MODEL; a model is
+loaded when first used, and only one model is held in memory at a time (switching releases the previous one).
+
 Environment:
-    BIOCLIP_MODEL     model folder or Hub id (default imageomics/bioclip)
-    BIOCLIP_INDEX     Tree-of-Life index folder from `bioclip-hf build-index` (default: the model's released index)
+    BIOCLIP_MODEL     model folder or Hub id selected at start (default imageomics/bioclip-2)
+    BIOCLIP_INDEX     Tree-of-Life index folder from `bioclip-hf build-index` for BIOCLIP_MODEL (default: its
+                      released index; the other models always use theirs)
     BIOCLIP_EXAMPLES  folder of example photos (default spaces/examples/, else a few of ../shared/data/birds525)
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (Gradio's own variables)
 
@@ -13,10 +17,11 @@ Open the page with `?predict=1` to classify the first example as soon as the pag
 
 from __future__ import annotations
 
-import functools
+import gc
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,7 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parent))
 
-from bioclip_hf.loading import DEFAULT_MODEL  # noqa: E402
+from bioclip_hf.registry import DEFAULT_MODEL, NoIndexError, UnknownModelError, known_model_ids  # noqa: E402
 from bioclip_hf.taxonomy import RANKS  # noqa: E402
 
 logger = logging.getLogger("bioclip_space")
@@ -37,34 +42,86 @@ logger = logging.getLogger("bioclip_space")
 MODES = ("Tree of Life", "Custom labels")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 EMPTY_PLOT = None  # clears the bar chart (an empty DataFrame would fix the chart's axis types before any data)
+SPECIES_PER_CLADE = 3  # species (with common names) listed under a higher-rank prediction
 
 
 def model_name() -> str:
+    """The model selected at start: $BIOCLIP_MODEL or the package default."""
     return os.environ.get("BIOCLIP_MODEL") or DEFAULT_MODEL
 
 
-@functools.lru_cache(maxsize=1)
-def model_and_processor() -> tuple[Any, Any]:
-    from bioclip_hf.loading import load_model_and_processor
-
-    return load_model_and_processor(model_name())
+def model_choices() -> list[str]:
+    """The selector's models: $BIOCLIP_MODEL (if it is not a registry model) first, then the registry's."""
+    return list(dict.fromkeys([model_name(), *known_model_ids()]))
 
 
-@functools.lru_cache(maxsize=1)
-def tree_of_life_classifier() -> Any:
-    from bioclip_hf.classify import TreeOfLifeClassifier
+class ModelSlot:
+    """Holds at most one model (with its classifiers) in memory; asking for another releases it first.
 
-    model, processor = model_and_processor()
-    return TreeOfLifeClassifier(index=os.environ.get("BIOCLIP_INDEX") or None, model=model, processor=processor,
-                                model_name_or_path=model_name(), num_workers=1)  # fmt: skip
+    Loading is lazy: nothing is read until a prediction needs the model. A lock keeps a switch from freeing a
+    model that another request is still using.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.name: str | None = None
+        self.model: Any = None
+        self.processor: Any = None
+        self._tree_of_life: Any = None
+        self._labels: dict[tuple[str, ...], Any] = {}
+
+    def load(self, name: str) -> tuple[Any, Any]:
+        from bioclip_hf.loading import load_model_and_processor
+
+        with self.lock:
+            if name != self.name:
+                self.release()
+                self.model, self.processor = load_model_and_processor(name)
+                self.name = name
+            return self.model, self.processor
+
+    def release(self) -> None:
+        """Drop the current model and its classifiers and return their memory."""
+        with self.lock:
+            if self.name is not None:
+                logger.info("releasing %s", self.name)
+            self.name = self.model = self.processor = self._tree_of_life = None
+            self._labels.clear()
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def tree_of_life(self, name: str) -> Any:
+        """The Tree-of-Life classifier of `name` ($BIOCLIP_INDEX for $BIOCLIP_MODEL, else its released index)."""
+        from bioclip_hf.classify import TreeOfLifeClassifier
+        from bioclip_hf.registry import index_source
+
+        with self.lock:
+            index = (os.environ.get("BIOCLIP_INDEX") if name == model_name() else None) or None
+            if index is None:
+                index_source(name)  # a model without an index fails here, before its weights are loaded
+            model, processor = self.load(name)
+            if self._tree_of_life is None:
+                self._tree_of_life = TreeOfLifeClassifier(index=index, model=model, processor=processor,
+                                                          model_name_or_path=name, num_workers=1)  # fmt: skip
+            return self._tree_of_life
+
+    def labels(self, name: str, labels: tuple[str, ...]) -> Any:
+        from bioclip_hf.classify import CustomLabelsClassifier
+
+        with self.lock:
+            model, processor = self.load(name)
+            if labels not in self._labels:
+                if len(self._labels) >= 16:  # bounded: label sets typed into the Space are unbounded
+                    self._labels.pop(next(iter(self._labels)))
+                self._labels[labels] = CustomLabelsClassifier(list(labels), model=model, processor=processor,
+                                                              model_name_or_path=name, num_workers=1)  # fmt: skip
+            return self._labels[labels]
 
 
-@functools.lru_cache(maxsize=16)
-def labels_classifier(labels: tuple[str, ...]) -> Any:
-    from bioclip_hf.classify import CustomLabelsClassifier
-
-    model, processor = model_and_processor()
-    return CustomLabelsClassifier(list(labels), model=model, processor=processor, num_workers=1)
+SLOT = ModelSlot()
 
 
 def example_photos(limit: int = 6) -> list[str]:
@@ -86,47 +143,77 @@ def parse_labels(text: str) -> list[str]:
     return list(dict.fromkeys(piece for piece in pieces if piece))
 
 
-def lineage_markdown(record: dict[str, Any], rank: str) -> str:
-    """'Animalia › Chordata › … › Corvus corax (common raven)' for a Tree-of-Life record."""
-    names = [record.get(r, "") for r in RANKS[: RANKS.index(rank) + 1]]
-    path = " › ".join(name or "?" for name in names)
-    common = f" ({record['common_name']})" if record.get("common_name") else ""
-    return f"**Lineage of the top prediction:** {path}{common}"
+def lineage_markdown(top: Any, rank: str, species: list[tuple[Any, float]]) -> str:
+    """The top clade's lineage, kingdom first, with common names: the species' own at species rank, else the most
+    likely species inside the clade ("common raven (*Corvus corax*) 41%")."""
+    from bioclip_hf.tol_index import clade_label
+
+    names = [top.name_at(r) or "?" for r in RANKS[: RANKS.index(rank)]] + [clade_label(top, rank)]
+    text = "**Lineage of the top prediction:** " + " › ".join(names)
+    if rank == "species":
+        return text + (f" ({top.common_name})" if top.common_name else "")
+    inside = [(taxon, score) for taxon, score in species if taxon.lineage(rank) == top.lineage(rank)]
+    described = [f"{taxon.common_name} (*{taxon.name_at('species') or clade_label(taxon, 'species')}*) {100 * score:.0f}%"
+                 for taxon, score in inside if taxon.common_name][:SPECIES_PER_CLADE]  # fmt: skip
+    if described:
+        text += f"\n\n**Common names in {names[-1]}:** " + ", ".join(described)
+    return text
 
 
-def classify(image: str | None, mode: str, rank: str, labels_text: str, k: float) -> tuple[str, pd.DataFrame | None, str]:
+def predict_tree_of_life(image: str, name: str, rank: str, k: int) -> tuple[list[str], list[float], str, str]:
+    """(clade labels, scores, lineage markdown, provenance line) for one photo; the photo is embedded once."""
+    from bioclip_hf.tol_index import clade_label
+
+    classifier = SLOT.tree_of_life(name)
+    _, features = classifier.embed_images([image])
+    if features.shape[0] == 0:
+        return [], [], "", ""
+    top = classifier.index.predict(features, classifier.logit_scale, rank, k)[0]
+    species = top if rank == "species" else classifier.index.predict(features, classifier.logit_scale, "species", 50)[0]
+    info = classifier.provenance()
+    model, index = info["model"], info["index"]
+    where = f"`{index['repo_id']}` @ `{str(index.get('commit'))[:8]}`" if "repo_id" in index else "a local index"
+    provenance = f"<sub>Model `{model['id']}`" + (f" @ `{model['commit'][:8]}`" if model.get("commit") else "") + \
+        f" · index {where} ({index['num_taxa']:,} taxa)</sub>"  # fmt: skip
+    lineage = lineage_markdown(top[0][0], rank, species) if top else ""
+    return [clade_label(taxon, rank) for taxon, _ in top], [score for _, score in top], lineage, provenance
+
+
+def classify(image: str | None, mode: str, rank: str, labels_text: str, k: float,
+             model: str | None = None) -> tuple[str, pd.DataFrame | None, str]:  # fmt: skip
     """Classify one photo; returns (message, top-k table for the bar chart, lineage). Never raises on bad input."""
     from bioclip_hf.processing_bioclip import to_pil
 
     if not image:
         return "Upload a photo or pick an example.", EMPTY_PLOT, ""
-    name = Path(str(image)).name
+    name, model = Path(str(image)).name, model or model_name()
     try:
         to_pil(image).convert("RGB")
     except (OSError, ValueError, TypeError, SyntaxError) as err:
         logger.info("bad upload %s: %s", name, err)
         return f"⚠️ Could not read **{name}** as an image. Please upload a photo (JPEG, PNG or WebP).", EMPTY_PLOT, ""
-    k = max(1, int(k))
+    k, provenance = max(1, int(k)), ""
     try:
         if mode == MODES[1]:
             labels = parse_labels(labels_text)
             if len(labels) < 2:
                 return "⚠️ Enter at least two labels, separated by commas or new lines.", EMPTY_PLOT, ""
-            records = labels_classifier(tuple(labels)).predict([image], k=k)
-            names, lineage = [r["label"] for r in records], "Zero-shot among your labels (no lineage)."
+            records = SLOT.labels(model, tuple(labels)).predict([image], k=k)
+            names, scores = [r["label"] for r in records], [r["score"] for r in records]
+            lineage = "Zero-shot among your labels (no lineage)."
         else:
-            records = tree_of_life_classifier().predict([image], rank=rank, k=k)
-            names = [r["taxon"] for r in records]
-            lineage = lineage_markdown(records[0], rank) if records else ""
-    except (ValueError, OSError, RuntimeError) as err:  # e.g. no index for this model, unreadable index
+            names, scores, lineage, provenance = predict_tree_of_life(image, model, rank, k)
+    except (UnknownModelError, NoIndexError):
+        return f"⚠️ `{model}` has no Tree-of-Life index: choose the **Custom labels** mode (or another model).", EMPTY_PLOT, ""
+    except (ValueError, OSError, RuntimeError) as err:  # e.g. a model or index that cannot be loaded
         logger.warning("prediction failed: %s", err)
         return f"⚠️ Prediction failed: {str(err).splitlines()[0]}", EMPTY_PLOT, ""
-    if not records:
+    if not names:
         return f"⚠️ Could not read **{name}** as an image.", EMPTY_PLOT, ""
-    table = pd.DataFrame({"prediction": names, "probability": [round(r["score"], 4) for r in records]})
+    table = pd.DataFrame({"prediction": names, "probability": [round(score, 4) for score in scores]})
     where = "your labels" if mode == MODES[1] else f"rank {rank}"
-    message = f"### Top prediction ({where}): {names[0]} — {100 * records[0]['score']:.1f}%"
-    return message, table, lineage
+    message = f"### Top prediction ({where}): {names[0]} — {100 * scores[0]:.1f}%"
+    return message + (f"\n\n{provenance}" if provenance else ""), table, lineage
 
 
 def tolerate_bad_uploads(component: gr.Image) -> gr.Image:
@@ -146,10 +233,10 @@ def tolerate_bad_uploads(component: gr.Image) -> gr.Image:
     return component
 
 
-def autorun(image: str | None, mode: str, rank: str, labels_text: str, k: float, request: gr.Request):
+def autorun(image: str | None, mode: str, rank: str, labels_text: str, k: float, model: str, request: gr.Request):
     """On page load with `?predict=1`: classify the preselected photo (used for demos and screenshots)."""
     if request is not None and request.query_params.get("predict"):
-        return classify(image, mode, rank, labels_text, k)
+        return classify(image, mode, rank, labels_text, k, model)
     return gr.skip(), gr.skip(), gr.skip()
 
 
@@ -157,12 +244,13 @@ def build_demo() -> gr.Blocks:
     """The Gradio app (not launched)."""
     examples = example_photos()
     with gr.Blocks(title="BioCLIP: Tree of Life classifier") as demo:
-        gr.Markdown(f"# BioCLIP — Tree of Life classifier\nModel: `{model_name()}`. Upload a photo of an organism "
-                    "or pick an example, then predict a taxon at any rank, or classify among your own labels.")  # fmt: skip
+        gr.Markdown("# BioCLIP — Tree of Life classifier\nUpload a photo of an organism or pick an example, then "
+                    "predict a taxon at any rank, or classify among your own labels.")  # fmt: skip
         with gr.Row():
             with gr.Column(scale=1):
                 image = tolerate_bad_uploads(gr.Image(type="filepath", label="Photo", value=examples[0] if examples else None,
                                                       height=320))  # fmt: skip
+                model = gr.Dropdown(model_choices(), value=model_name(), label="Model (loaded on first use)")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Mode")
                 rank = gr.Dropdown(list(RANKS), value="species", label="Rank (Tree of Life)")
                 labels = gr.Textbox(label="Labels (custom mode: comma or line separated)", lines=2,
@@ -176,16 +264,17 @@ def build_demo() -> gr.Blocks:
                 plot = gr.BarPlot(None, x="prediction", y="probability", sort="-y", y_lim=[0, 1], label="Top-k predictions",
                                   x_label_angle=-30, height=360)  # fmt: skip
                 lineage = gr.Markdown(elem_id="lineage")
-        inputs, outputs = [image, mode, rank, labels, k], [message, plot, lineage]
+        inputs, outputs = [image, mode, rank, labels, k, model], [message, plot, lineage]
         button.click(classify, inputs, outputs, api_name="classify")
         demo.load(autorun, inputs, outputs, api_name=False)
     return demo
 
 
 def preload() -> None:
-    """Load the model and Tree-of-Life index before serving, so the first request is fast (errors show per request)."""
+    """Load the start model and its Tree-of-Life index before serving, so the first request is fast (errors show
+    per request)."""
     try:
-        tree_of_life_classifier()
+        SLOT.tree_of_life(model_name())
     except (ValueError, OSError, RuntimeError) as err:
         logger.warning("Tree-of-Life classifier unavailable: %s", err)
 

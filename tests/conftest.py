@@ -23,14 +23,40 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def hub_cache_snapshot(cache: Path, repo_id: str, repo_type: str = "model") -> Path:
-    """Create `<type>s--org--name/{refs/main, snapshots/<sha>/}` as huggingface_hub's cache does; return the snapshot."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
+DEFAULT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache_snapshot(
+    cache: Path, repo_id: str, repo_type: str = "model", commit: str = DEFAULT_COMMIT, ref: str | None = "main"
+) -> Path:
+    """Create `<type>s--org--name/{refs/<ref>, snapshots/<commit>/}` as huggingface_hub's cache does; return the
+    snapshot. Several commits of one repo may be added; `ref=None` adds a snapshot that no branch points to."""
     repo = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
+    if ref is not None:
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
+    return snapshot
+
+
+def write_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], repo_type: str = "model",
+                    commit: str = DEFAULT_COMMIT, ref: str | None = "main") -> Path:  # fmt: skip
+    """Lay `files` ({path in repo: source}) out exactly like huggingface_hub's cache: blobs named by content hash,
+    `snapshots/<commit>/<path>` symlinks to them, `refs/<ref>`; return the snapshot."""
+    import hashlib
+    import shutil
+
+    snapshot = hub_cache_snapshot(cache, repo_id, repo_type, commit, ref)
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir(exist_ok=True)
+    for name, src in files.items():
+        blob = blobs / hashlib.sha256(Path(src).read_bytes()).hexdigest()
+        if not blob.exists():
+            shutil.copyfile(src, blob)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
     return snapshot
 
 
@@ -70,8 +96,9 @@ def tiny_model_and_processor(tiny_hf_dir):
     return BioCLIPModel.from_pretrained(tiny_hf_dir).eval(), BioCLIPProcessor.from_pretrained(tiny_hf_dir)
 
 
-def save_open_clip_tiny(path: Path, seed: int = 0, safe_serialization="both"):
-    """Build a random open_clip CLIP and save it with open_clip's own Hub writer; returns the model."""
+def save_open_clip_tiny(path: Path, seed: int = 0, safe_serialization="both", model_cfg: dict | None = None):
+    """Build a random open_clip CLIP (default `TINY_OPEN_CLIP_CFG`) and save it with open_clip's own Hub writer;
+    returns the model."""
     import types
 
     import torch
@@ -81,14 +108,15 @@ def save_open_clip_tiny(path: Path, seed: int = 0, safe_serialization="both"):
     open_clip = import_open_clip()
     from open_clip.push_to_hf_hub import save_for_hf
 
+    model_cfg = model_cfg or TINY_OPEN_CLIP_CFG
     torch.manual_seed(seed)
-    model = open_clip.model.CLIP(**TINY_OPEN_CLIP_CFG).eval()
+    model = open_clip.model.CLIP(**model_cfg).eval()
     model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN
     model.visual.image_std = open_clip.OPENAI_DATASET_STD
     # open_clip's SimpleTokenizer has no files to save; its writer still expects the method.
     no_files = types.SimpleNamespace(save_pretrained=lambda directory: None)
-    save_for_hf(model, no_files, TINY_OPEN_CLIP_CFG, str(path), safe_serialization=safe_serialization)
-    assert json.loads((path / "open_clip_config.json").read_text())["model_cfg"] == TINY_OPEN_CLIP_CFG
+    save_for_hf(model, no_files, model_cfg, str(path), safe_serialization=safe_serialization)
+    assert json.loads((path / "open_clip_config.json").read_text())["model_cfg"] == model_cfg
     return model
 
 

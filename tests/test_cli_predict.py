@@ -41,10 +41,10 @@ def run_cli(capsys, *argv):
 
 
 def test_build_index_output(workspace):
-    files = sorted(p.name for p in (workspace / "index").iterdir())
+    files = sorted(p.name for p in (workspace / "index").iterdir() if "cache" not in p.name)  # + the taxa cache once read
     assert files == ["embeddings.safetensors", "index.json", "taxa.parquet"]
     meta = json.loads((workspace / "index" / "index.json").read_text())
-    assert meta["num_taxa"] == 30 and meta["templates"] == ["a photo of {}."] and meta["text_type"] == "taxonomic+common"
+    assert meta["num_taxa"] == 30 and meta["templates"] == ["a photo of {}."] and meta["recipe"] == "release"
 
 
 @pytest.mark.parametrize("rank", ["kingdom", "family", "species"])
@@ -109,12 +109,12 @@ def test_predict_user_errors(workspace, tiny_hf_dir, capsys, tmp_path):
     code, _, err = run_cli(capsys, "predict", tmp_path / "nothing-here", "--model", tiny_hf_dir)
     assert code == 2 and "no images found" in err and "image not found" in err
     code, _, err = run_cli(capsys, "predict", workspace / "photos", "--labels", "a,b", "--subset", "Aves")
-    assert code == 2 and "--subset and --index apply to Tree-of-Life" in err
+    assert code == 2 and "--subset, --index and --index-revision apply to Tree-of-Life" in err
     code, _, err = run_cli(capsys, "predict", workspace / "photos", "--index", workspace / "index", "--subset", "Nope",
                            "--model", tiny_hf_dir)  # fmt: skip
     assert code == 2 and "no taxa in the index match" in err
     code, _, err = run_cli(capsys, "predict", workspace / "photos", "--model", tiny_hf_dir)
-    assert code == 2 and "no released Tree-of-Life index" in err
+    assert code == 2 and "no Tree-of-Life index is known for model" in err and "known models: imageomics/bioclip" in err
     code, out, err = run_cli(capsys, "predict", workspace / "photos" / "corrupt.jpg", "--labels", "a,b", "--model", tiny_hf_dir)
     assert code == 1 and out.strip() == "file,label,score" and "corrupt.jpg" in err
 

@@ -76,7 +76,7 @@ def test_unreachable_and_not_cached_is_one_clear_error(unreachable_hub, closed_p
     assert message.endswith("or use a local checkpoint folder (--model ./folder)")
     with pytest.raises(HubUnavailableError, match=r"hf download imageomics/TreeOfLife-10M embeddings/txt_emb_species"
                        r"\.npy embeddings/txt_emb_species\.json --repo-type dataset --revision v1`"):  # fmt: skip
-        hub_download_kwargs("imageomics/TreeOfLife-10M", "dataset", "v1", filenames=TOL_FILES)
+        hub_download_kwargs("imageomics/TreeOfLife-10M", "dataset", "v1", file_sets=[TOL_FILES])
     assert isinstance(info.value, OSError)  # the CLI reports OSErrors as one line, exit status 2
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hub_cache_snapshot
+from conftest import write_hub_cache
 
 from bioclip_hf import BioCLIPModel, BioCLIPProcessor
 from bioclip_hf.open_clip_format import CheckpointFormatError
+from bioclip_hf.registry import get_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,21 +125,10 @@ def test_trust_remote_code_without_importing_package(tiny_hf_dir, tmp_path):
     assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
 
 
-def _write_hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
-    """Lay files out exactly like huggingface_hub's cache: blobs + snapshots/<commit> (symlinks) + refs/main."""
-    snapshot = hub_cache_snapshot(cache, repo_id)
-    blobs = snapshot.parent.parent / "blobs"
-    blobs.mkdir()
-    for i, (name, src) in enumerate(files.items()):
-        blob = blobs / f"{i:040x}"
-        shutil.copyfile(src, blob)
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
-
-
 def test_offline_load_by_repo_id_from_hf_cache_open_clip_layout(tiny_open_clip, tmp_path):
     reference, path = tiny_open_clip
     cache = tmp_path / "hub"
-    _write_hub_cache(cache, "imageomics/bioclip", {
+    write_hub_cache(cache, "imageomics/bioclip", {
         "open_clip_config.json": path / "open_clip_config.json",
         "open_clip_model.safetensors": path / "open_clip_model.safetensors",
         "open_clip_pytorch_model.bin": path / "open_clip_pytorch_model.bin",
@@ -162,7 +152,7 @@ def test_offline_load_by_repo_id_from_hf_cache_open_clip_layout(tiny_open_clip, 
 
 def test_offline_load_by_repo_id_from_hf_cache_transformers_layout(tiny_hf_dir, tmp_path):
     cache = tmp_path / "hub"
-    _write_hub_cache(cache, "someone/bioclip-finetune", {p.name: p for p in Path(tiny_hf_dir).iterdir() if p.is_file()})
+    write_hub_cache(cache, "someone/bioclip-finetune", {p.name: p for p in Path(tiny_hf_dir).iterdir() if p.is_file()})
     _run_isolated("""
         from bioclip_hf import BioCLIPModel, BioCLIPProcessor
         model = BioCLIPModel.from_pretrained("someone/bioclip-finetune")
@@ -289,20 +279,43 @@ def test_cli_help_is_fast():
     assert elapsed < 5  # generous bound for loaded CI machines; the import check above is the real guard
 
 
-@pytest.mark.parametrize("preset, open_clip_name", [("bioclip", "ViT-B-16"), ("bioclip-2", "ViT-L-14")])
-def test_presets_match_open_clip_architectures(preset, open_clip_name):
+def _preset_names():
+    from bioclip_hf.configuration_bioclip import BIOCLIP_PRESETS
+
+    return sorted(BIOCLIP_PRESETS)
+
+
+@pytest.mark.parametrize("preset", _preset_names())
+def test_every_preset_matches_open_clips_own_model_config(preset):
     from bioclip_hf import BIOCLIP_PRESETS, BioCLIPConfig
+    from bioclip_hf.configuration_bioclip import PRESET_ARCHITECTURES
     from bioclip_hf.open_clip_format import check_shapes, open_clip_to_hf_state_dict
     from bioclip_hf.reference import import_open_clip
 
     open_clip = import_open_clip()
+    open_clip_name = PRESET_ARCHITECTURES[preset]
+    # open_clip's model_configs/<name>.json, read by open_clip itself.
     assert BIOCLIP_PRESETS[preset] == open_clip.get_model_config(open_clip_name)
+    config = BioCLIPConfig.from_preset(preset)
+    assert config.to_open_clip()["vision_cfg"]["head_width"] * config.vision_config.num_attention_heads == \
+        config.vision_config.hidden_size  # fmt: skip
     with torch.device("meta"):  # shapes only: no memory, no random init cost
         reference = open_clip.model.CLIP(**open_clip.get_model_config(open_clip_name))
-        ours = BioCLIPModel(BioCLIPConfig.from_preset(preset))
+        ours = BioCLIPModel(config)
     check_shapes(open_clip_to_hf_state_dict(reference.state_dict()), ours.state_dict(), preset)
     with pytest.raises(ValueError, match="unknown BioCLIP preset"):
         BioCLIPConfig.from_preset("bioclip-3")
+
+
+def test_every_registry_model_has_a_matching_preset():
+    from bioclip_hf import BIOCLIP_PRESETS
+    from bioclip_hf.configuration_bioclip import PRESET_ARCHITECTURES
+    from bioclip_hf.registry import MODELS
+
+    assert set(PRESET_ARCHITECTURES) == set(BIOCLIP_PRESETS)
+    for entry in MODELS:
+        assert PRESET_ARCHITECTURES[entry.preset] == entry.architecture, entry.repo_id
+        assert BIOCLIP_PRESETS[entry.preset]["embed_dim"] == entry.embed_dim, entry.repo_id
 
 
 def test_open_clip_load_honours_dtype(tiny_open_clip):
@@ -316,8 +329,8 @@ def test_official_repo_pickle_only_loads_through_loader(tiny_open_clip, tmp_path
     _, path = tiny_open_clip
     cache = tmp_path / "hub"
     files = {name: path / name for name in ("open_clip_config.json", "open_clip_pytorch_model.bin")}
-    _write_hub_cache(cache, "imageomics/bioclip-2", files)
-    _write_hub_cache(cache, "someone/pickled", files)
+    write_hub_cache(cache, "imageomics/bioclip-2", files, commit=get_entry("imageomics/bioclip-2").revision)
+    write_hub_cache(cache, "someone/pickled", files)
     _run_isolated("""
         import pytest
         from bioclip_hf.loading import load_model_and_processor

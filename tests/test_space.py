@@ -37,7 +37,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def space_env(tmp_path_factory, tiny_model_and_processor, tiny_hf_dir):
-    """Environment for the app: the tiny model, a tiny Tree-of-Life index built with it, generated example photos."""
+    """Environment for the app: the tiny model, a tiny Tree-of-Life index built with it, generated example photos,
+    and an offline HF cache holding a random `imageomics/bioclip` with a TreeOfLife-10M index (the selector's)."""
+    from release_cache import index_for, write_index_release, write_model_release
+
     from bioclip_hf.taxonomy import Taxon
     from bioclip_hf.tol_index import TreeOfLifeIndex
 
@@ -45,13 +48,16 @@ def space_env(tmp_path_factory, tiny_model_and_processor, tiny_hf_dir):
     model, processor = tiny_model_and_processor
     index = TreeOfLifeIndex.build([Taxon(*t) for t in TAXA], model, processor, templates=("a photo of {}.",), progress=False)
     index.save(root / "index")
+    write_model_release(root / "hub", "imageomics/bioclip", root, seed=5)
+    write_index_release(root / "hub", "imageomics/TreeOfLife-10M", index_for(16, [Taxon(*t) for t in TAXA]), root)
     examples = root / "examples"
     examples.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(examples / f"example{i}.jpg")
     return {"BIOCLIP_MODEL": str(tiny_hf_dir), "BIOCLIP_INDEX": str(root / "index"), "BIOCLIP_EXAMPLES": str(examples),
-            "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+            "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(root / "hub"), "HF_HOME": str(root / "home")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +103,11 @@ def _photo(tmp_path, name="bird.png"):
     return path
 
 
-def test_tree_of_life_prediction_with_chart_and_lineage(client, tmp_path):
+def test_tree_of_life_prediction_with_chart_and_lineage(client, space_env, tmp_path):
     from gradio_client import handle_file
 
     message, plot, lineage = client.predict(handle_file(str(_photo(tmp_path))), "Tree of Life", "family", "", 3,
-                                            api_name="/classify")  # fmt: skip
+                                            space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
     rows = plot["data"]
     assert message.startswith("### Top prediction (rank family): ")
     assert len(rows) == 3 and {r[0] for r in rows} <= {"Corvidae", "Turdidae", "Anatidae", "Felidae", "Rosaceae"}
@@ -113,49 +119,76 @@ def test_tree_of_life_prediction_with_chart_and_lineage(client, tmp_path):
     assert ("Animalia" in lineage) or ("Plantae" in lineage)
 
 
-def test_species_rank_shows_common_name(client, tmp_path):
+def test_species_rank_shows_common_name(client, space_env, tmp_path):
     from gradio_client import handle_file
 
     message, plot, lineage = client.predict(handle_file(str(_photo(tmp_path))), "Tree of Life", "species", "", 6,
-                                            api_name="/classify")  # fmt: skip
+                                            space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
     assert len(plot["data"]) == 6
     top = plot["data"][0][0]
     common = {f"{t[5]} {t[6]}": t[7] for t in TAXA}[top]
     assert lineage.endswith(f"{top} ({common})")
 
 
-def test_custom_labels(client, tmp_path):
+def test_higher_rank_lineage_lists_common_names(client, space_env, tmp_path):
+    from gradio_client import handle_file
+
+    _, plot, lineage = client.predict(handle_file(str(_photo(tmp_path))), "Tree of Life", "family", "", 3,
+                                      space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
+    family = plot["data"][0][0]
+    expected = [t[7] for t in TAXA if t[4] == family]
+    assert f"**Common names in {family}:** " in lineage
+    listed = lineage.split(f"**Common names in {family}:** ")[1]
+    assert any(common in listed for common in expected)
+    assert not any(t[7] in listed for t in TAXA if t[4] != family)  # only species inside the predicted clade
+
+
+def test_model_selector_switches_between_registry_models(client, space_env, tmp_path):
+    from gradio_client import handle_file
+
+    photo = handle_file(str(_photo(tmp_path)))
+    message, plot, lineage = client.predict(photo, "Tree of Life", "genus", "", 2, "imageomics/bioclip", api_name="/classify")
+    assert message.startswith("### Top prediction (rank genus): ") and len(plot["data"]) == 2
+    assert "Model `imageomics/bioclip` @ `01234567`" in message and "`imageomics/TreeOfLife-10M`" in message
+    message, plot, lineage = client.predict(photo, "Tree of Life", "genus", "", 2, "imageomics/bioclip-vit-b-16-inat-only",
+                                            api_name="/classify")  # fmt: skip
+    assert "has no Tree-of-Life index" in message and "Custom labels" in message and not (plot or {}).get("data")
+    message, _, _ = client.predict(photo, "Tree of Life", "genus", "", 2, space_env["BIOCLIP_MODEL"], api_name="/classify")
+    assert message.startswith("### Top prediction (rank genus): ") and "a local index" in message
+
+
+def test_custom_labels(client, space_env, tmp_path):
     from gradio_client import handle_file
 
     message, plot, lineage = client.predict(handle_file(str(_photo(tmp_path))), "Custom labels", "species",
-                                            "raven, magpie\nblackbird", 5, api_name="/classify")  # fmt: skip
+                                            "raven, magpie\nblackbird", 5, space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
     assert {r[0] for r in plot["data"]} == {"raven", "magpie", "blackbird"}
     assert sum(r[1] for r in plot["data"]) == pytest.approx(1.0, abs=1e-3)  # 3 values rounded to 4 decimals
     assert "your labels" in message and "no lineage" in lineage
     message, plot, _ = client.predict(handle_file(str(_photo(tmp_path))), "Custom labels", "species", "raven", 5,
-                                      api_name="/classify")  # fmt: skip
+                                      space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
     assert "at least two labels" in message and not (plot or {}).get("data")
 
 
-def test_bad_upload_gets_a_message(client, tmp_path):
+def test_bad_upload_gets_a_message(client, space_env, tmp_path):
     from gradio_client import handle_file
 
     bad = tmp_path / "notes.txt"
     bad.write_text("this is not a photo")
-    message, plot, lineage = client.predict(handle_file(str(bad)), "Tree of Life", "species", "", 5, api_name="/classify")
+    message, plot, lineage = client.predict(handle_file(str(bad)), "Tree of Life", "species", "", 5, space_env["BIOCLIP_MODEL"], api_name="/classify")
     assert "Could not read" in message and "notes.txt" in message
     assert not (plot or {}).get("data") and lineage == ""
     truncated = tmp_path / "broken.jpg"
     truncated.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
-    message, _, _ = client.predict(handle_file(str(truncated)), "Tree of Life", "species", "", 5, api_name="/classify")
+    message, _, _ = client.predict(handle_file(str(truncated)), "Tree of Life", "species", "", 5, space_env["BIOCLIP_MODEL"], api_name="/classify")
     assert "Could not read" in message and "broken.jpg" in message
 
 
-def test_real_bird_photo(client, bird_photos):
+def test_real_bird_photo(client, space_env, bird_photos):
     from gradio_client import handle_file
 
     message, plot, lineage = client.predict(handle_file(str(bird_photos[0])), "Tree of Life", "order", "", 4,
-                                            api_name="/classify")  # fmt: skip
+                                            space_env["BIOCLIP_MODEL"], api_name="/classify")  # fmt: skip
     assert message.startswith("### Top prediction (rank order): ") and len(plot["data"]) == 4
 
 
@@ -181,7 +214,7 @@ def test_chromium_screenshot_shows_a_prediction(client, space_url, space_env, tm
 
     # Warm the server up (the first request after start-up is the slow one), then load the page with ?predict=1.
     first_example = sorted(Path(space_env["BIOCLIP_EXAMPLES"]).glob("*.jpg"))[0]
-    client.predict(handle_file(str(first_example)), "Tree of Life", "species", "", 5, api_name="/classify")
+    client.predict(handle_file(str(first_example)), "Tree of Life", "species", "", 5, space_env["BIOCLIP_MODEL"], api_name="/classify")
     page = space_url + "?predict=1"
     shot = tmp_path / "space.png"
     for _attempt in range(3):
@@ -214,13 +247,34 @@ def _load_app():
 def test_unloadable_model_gives_a_message_in_process(tmp_path, monkeypatch):
     app = _load_app()
     monkeypatch.setenv("BIOCLIP_MODEL", str(tmp_path / "no_such_model"))
-    message, plot, lineage = app.classify(str(_photo(tmp_path)), "Tree of Life", "species", "", 5)
+    message, plot, lineage = app.classify(str(_photo(tmp_path)), "Custom labels", "species", "a, b", 5)
     assert message.startswith("⚠️ Prediction failed:") and plot is None and lineage == ""
+    message, plot, lineage = app.classify(str(_photo(tmp_path)), "Tree of Life", "species", "", 5)
+    assert "has no Tree-of-Life index" in message and plot is None and lineage == ""  # said before loading anything
     assert app.classify(None, "Tree of Life", "species", "", 5)[0] == "Upload a photo or pick an example."
     assert app.parse_labels("raven, magpie\nraven,,\n blackbird ") == ["raven", "magpie", "blackbird"]
     assert not list((REPO / "spaces").glob("*.pyi"))  # building the UI must not write files into the repo
     app.build_demo()
     assert not list((REPO / "spaces").glob("*.pyi"))
+
+
+def test_one_model_in_memory_at_a_time(tiny_hf_dir, tiny_open_clip, tmp_path, monkeypatch):
+    import weakref
+
+    app = _load_app()
+    monkeypatch.setenv("BIOCLIP_MODEL", str(tiny_hf_dir))
+    assert app.SLOT.name is None  # nothing is loaded until a prediction needs it
+    assert app.model_choices()[0] == str(tiny_hf_dir) and "imageomics/bioclip-2" in app.model_choices()
+    labels = app.SLOT.labels(str(tiny_hf_dir), ("a", "b"))
+    first = weakref.ref(app.SLOT.model)
+    assert app.SLOT.labels(str(tiny_hf_dir), ("a", "b")) is labels  # same model: classifiers are reused
+    del labels
+    other = str(tiny_open_clip[1])
+    message, plot, _ = app.classify(str(_photo(tmp_path)), "Custom labels", "species", "x, y", 2, other)
+    assert message.startswith("### Top prediction (your labels)") and app.SLOT.name == other
+    assert first() is None  # the previous model was released, not kept beside the new one
+    app.SLOT.release()
+    assert app.SLOT.model is None and app.SLOT.name is None
 
 
 def test_build_space_vendors_the_package_and_lists_its_dependencies(tmp_path):

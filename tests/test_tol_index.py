@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import hub_cache_snapshot
 
+from bioclip_hf.registry import default_index_repo
 from bioclip_hf.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, RANKS, Taxon
 from bioclip_hf.tol_index import (
     TOL_EMBEDDINGS_FILE,
@@ -18,7 +19,6 @@ from bioclip_hf.tol_index import (
     TreeOfLifeIndex,
     aggregate_probs,
     clade_label,
-    default_index_repo,
     encode_prompts,
     load_index,
 )
@@ -95,7 +95,7 @@ def test_species_rank_k_larger_than_index_and_min_prob():
     probs = torch.tensor([[0.5, 0.3, 0.1, 0.05, 0.05, 0.0]])
     (top,) = index.top_clades(probs, "species", k=100, min_prob=0.06)
     assert [s for _, s in top] == pytest.approx([0.5, 0.3, 0.1])
-    assert top[0][0] is index.taxa[0]
+    assert top[0][0] == index.taxa[0]
     with pytest.raises(ValueError, match="k must be"):
         index.top_clades(probs, "species", k=0)
     with pytest.raises(ValueError, match="unknown rank"):
@@ -152,8 +152,8 @@ def test_reads_released_tol_files(tmp_path):
     for source in (tmp_path, tmp_path / TOL_EMBEDDINGS_FILE):
         loaded = TreeOfLifeIndex.load(source)
         assert loaded.taxa == index.taxa and loaded.embeddings.shape == (len(index), index.dim)
-        assert loaded.embeddings.dtype == torch.float32
-        assert loaded.embeddings == pytest.approx(index.embeddings, abs=1e-3)  # float16 file: |x| <= 1 -> <= 2**-11
+        assert loaded.embeddings.dtype == torch.float16  # memory-mapped as stored, widened block-wise to predict
+        assert loaded.embeddings.float() == pytest.approx(index.embeddings, abs=1e-3)  # float16 of |x| <= 1: <= 2**-11
     np.save(tmp_path / TOL_EMBEDDINGS_FILE, np.zeros((index.dim, 3), np.float32))
     with pytest.raises(ValueError, match="expected \\[dim, 60\\]"):
         TreeOfLifeIndex.load(tmp_path)
@@ -195,7 +195,7 @@ def test_build_with_tiny_model_is_template_averaged(tiny_model_and_processor):
     taxa = random_taxa(5)
     index = TreeOfLifeIndex.build(taxa, model, processor, text_type="scientific", templates=OPENAI_TEMPLATES[:3],
                                   batch_size=4, progress=False)  # fmt: skip
-    assert index.embeddings.shape == (5, model.config.projection_dim) and index.metadata["text_type"] == "scientific"
+    assert index.embeddings.shape == (5, model.config.projection_dim) and index.metadata["recipe"] == "scientific"
     texts = [template.format(taxa[2].text("scientific")) for template in OPENAI_TEMPLATES[:3]]
     with torch.no_grad():
         manual = model.encode_text(processor.tokenize(texts)["input_ids"], normalize=True).mean(0)

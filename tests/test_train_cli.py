@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from train_helpers import TRAIN_CFG, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from train_helpers import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 
 from bioclip_hf.cli import main
 
@@ -57,10 +57,6 @@ def test_cli_user_errors_are_one_line(run_yaml, tmp_path, capsys):
     assert "no_shards" in capsys.readouterr().err
 
 
-class _Preempted(Exception):
-    pass
-
-
 def test_resume_restores_the_shard_stream_position(run_yaml, tmp_path, monkeypatch):
     """Straight run == run killed after step 3 + `--resume latest`, through the real StreamingLoader state."""
     import bioclip_hf.train as train_module
@@ -71,25 +67,10 @@ def test_resume_restores_the_shard_stream_position(run_yaml, tmp_path, monkeypat
 
     real_data_fn = train_module.default_data_fn
 
-    class Killing:
-        """Proxy loader that dies when asked for its 4th batch (state_dict / load_state_dict pass through)."""
-
-        def __init__(self, loader):
-            self.loader, self.served = loader, 0
-
-        def __iter__(self):
-            for batch in self.loader:
-                if self.served == 3:
-                    raise _Preempted
-                self.served += 1
-                yield batch
-
-        def state_dict(self):
-            return self.loader.state_dict()
-
-    monkeypatch.setattr(train_module, "default_data_fn", lambda *args: Killing(real_data_fn(*args)))
+    # The real loader, dying when asked for its 4th batch.
+    monkeypatch.setattr(train_module, "default_data_fn", lambda *args: KillingLoader(real_data_fn(*args), after=3))
     args = [str(run_yaml), "--output_dir", str(tmp_path / "resumed"), "--max_steps", "6", "--save_steps", "3"]
-    with pytest.raises(_Preempted):
+    with pytest.raises(Preempted):
         train(parse_config(args))
     monkeypatch.setattr(train_module, "default_data_fn", real_data_fn)
     state = json.loads((tmp_path / "resumed" / "checkpoints" / "checkpoint-3" / "trainer_state_0.json").read_text())

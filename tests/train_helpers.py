@@ -20,3 +20,25 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+class Preempted(Exception):
+    """A simulated pre-emption of the training job."""
+
+
+class KillingLoader:
+    """Proxy of a real loader that raises `Preempted` when asked for batch number `after + 1`
+    (`state_dict` passes through, so checkpoints record the real stream position)."""
+
+    def __init__(self, loader, after: int):
+        self.loader, self.after, self.served = loader, after, 0
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.served == self.after:
+                raise Preempted
+            self.served += 1
+            yield batch
+
+    def state_dict(self):
+        return self.loader.state_dict()

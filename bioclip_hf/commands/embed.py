@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in EMBED_SUFFIXES:
         raise CLIError(f"--output must end with {' or '.join(EMBED_SUFFIXES)}, got {output.name}")
-    embedder = BaseClassifier(model_name_or_path=args.model, device=args.device, batch_size=args.batch_size,
-                              progress=not args.no_progress)  # fmt: skip
+    embedder = BaseClassifier(model_name_or_path=args.model, revision=args.revision, device=args.device,
+                              batch_size=args.batch_size, progress=not args.no_progress,
+                              preprocess=args.preprocess)  # fmt: skip
     files, features = embedder.embed_images(args.images, normalize=not args.no_normalize)
     report_errors("embed", embedder.errors)
     if not files:

@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="imageomics/bioclip", help="checkpoint folder or Hub id")
+    from ..registry import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint folder or Hub id (default: {DEFAULT_MODEL})")
     parser.add_argument("--task", action="append",
                         help="bundled task name (e.g. rare_species, birds525; an unknown name lists them) or a YAML path; repeatable")  # fmt: skip
     parser.add_argument("--data-dir", help="local image folder replacing the task's dataset (alone: an ad-hoc task, class = folder)")

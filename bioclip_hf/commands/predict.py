@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..pybioclip_format import RECORD_KEYS, pybioclip_columns
 from ..taxonomy import RANKS
 from ._records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors, stream_records
 
@@ -13,16 +14,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--rank", type=str.lower, choices=RANKS, help="Tree-of-Life rank to predict (default: species)")
-    mode.add_argument("--labels", help="custom labels: 'a,b,c' or a file (one label per line, or CSV first column)")
+    mode.add_argument("--labels", "--cls", dest="labels",
+                      help="custom labels: 'a,b,c' or a file (one label per line, or CSV first column); --cls as in pybioclip")
     mode.add_argument("--bins", help="CSV whose first two columns map labels to bins; predicts bins")
     mode.add_argument("--few-shot", metavar="DIR", help="folder with one sub-folder of example images per label")
     parser.add_argument("--subset", help="restrict Tree-of-Life predictions: CSV of clades or 'Aves,Mammalia'")
     parser.add_argument("--index", help="index folder from build-index, txt_emb_species.npy or Hub dataset id (default: the model's)")
+    parser.add_argument("--index-revision", help="branch, tag or commit of the model's released index (default: the registry's, else main)")
     parser.add_argument("--label-embeddings", metavar="FILE", help="cache file for custom-label embeddings (.safetensors)")
     parser.add_argument("--k", type=int, default=5, help="predictions per image (default: 5)")
     parser.add_argument("--min-prob", type=float, default=1e-9, help="ignore species below this probability (default 1e-9)")
     parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
+    parser.add_argument("--columns", choices=RECORD_KEYS, default="bioclip-hf",
+                        help="column names and order: ours (default) or pybioclip's (file_name, classification, ...)")
     parser.add_argument("--output", "-o", help="output file (default: stdout)")
+    parser.add_argument("--log", metavar="RUN.json", help="write the run's provenance (model/index commits, preprocessing, versions, counts)")
     add_model_arguments(parser)
 
 
@@ -63,40 +69,71 @@ def _subset(value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, collect_images, taxon_record
+    from ..classify import collect_images
     from ..cli import CLIError
-    from ..taxonomy import Taxon
+    from ..provenance import check_run_log_path, now, run_log, write_run_log
 
     quiet_library_skip_warnings()
-    if args.k < 1:
-        raise CLIError(f"--k must be >= 1, got {args.k}")
-    tree_of_life = not (args.labels or args.bins or args.few_shot)
-    if not tree_of_life and (args.subset or args.index):
-        raise CLIError("--subset and --index apply to Tree-of-Life predictions only (not with --labels/--bins/--few-shot)")
+    started = now()
+    _check_arguments(args)
+    if args.log:
+        check_run_log_path(args.log)
     images, missing = collect_images(args.images)
     if not images:
         report_errors("predict", missing)
         raise CLIError(f"no images found in {' '.join(args.images)}")
-    common = dict(model_name_or_path=args.model, device=args.device, batch_size=args.batch_size,
-                  progress=not args.no_progress)  # fmt: skip
-    columns = ["file", "label", "score"]
+    classifier, batches, columns, settings = _classifier_and_batches(args)
+    count = stream_records(batches, args.format, args.output, columns)
+    report_errors("predict", classifier.errors)
+    if args.log:
+        log = run_log(classifier, settings, len(images) + len(missing), classifier.errors, started, args.output, count)
+        write_run_log(args.log, log)
+    return 0 if count or not classifier.errors else 1
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from ..cli import CLIError
+
+    if args.k < 1:
+        raise CLIError(f"--k must be >= 1, got {args.k}")
+    tree_of_life = not (args.labels or args.bins or args.few_shot)
+    if not tree_of_life and (args.subset or args.index or args.index_revision):
+        raise CLIError("--subset, --index and --index-revision apply to Tree-of-Life predictions only "
+                       "(not with --labels/--bins/--few-shot)")  # fmt: skip
+    if args.index and args.index_revision:
+        raise CLIError("--index-revision applies to the model's released index, not to --index")
+    if args.few_shot and args.columns == "pybioclip":
+        raise CLIError("--columns pybioclip applies to Tree-of-Life, --labels and --bins predictions (pybioclip has no few-shot)")
+
+
+def _classifier_and_batches(args: argparse.Namespace):
+    """(classifier, record batches, header columns, settings for the run log) for the chosen mode."""
+    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
+    from ..taxonomy import Taxon
+
+    pybioclip = args.columns == "pybioclip"
+    common = dict(model_name_or_path=args.model, revision=args.revision, device=args.device, batch_size=args.batch_size,
+                  progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess)  # fmt: skip
+    columns = pybioclip_columns(None) if pybioclip else ["file", "label", "score"]
+    settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess}
     if args.labels:
-        classifier = CustomLabelsClassifier(read_labels(args.labels), label_embeddings=args.label_embeddings, **common)
-        batches = classifier.iter_predict(args.images, k=args.k)
+        labels = read_labels(args.labels)
+        classifier = CustomLabelsClassifier(labels, label_embeddings=args.label_embeddings, **common)
+        settings.update(mode="labels", labels=labels)
     elif args.bins:
         bins = read_bins(args.bins)
         classifier = CustomLabelsClassifier(list(bins), bins=bins, label_embeddings=args.label_embeddings, **common)
-        batches = classifier.iter_predict(args.images, k=args.k)
+        settings.update(mode="bins", bins=bins, bins_file=args.bins)
     elif args.few_shot:
         classifier = FewShotClassifier(args.few_shot, **common)
         report_errors("predict", classifier.support_errors)
         columns.append("distance")
-        batches = classifier.iter_predict(args.images, k=args.k)
+        settings.update(mode="few-shot", examples=args.few_shot, classes=list(classifier.classes))
     else:
         rank = args.rank or "species"
-        classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), **common)
-        batches = classifier.iter_predict(args.images, k=args.k, rank=rank, min_prob=args.min_prob)
-        columns = list(taxon_record("", rank, Taxon(), 0.0))
-    count = stream_records(batches, args.format, args.output, columns)
-    report_errors("predict", classifier.errors)
-    return 0 if count or not classifier.errors else 1
+        classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), index_revision=args.index_revision,
+                                          **common)  # fmt: skip
+        settings.update(mode="tree-of-life", rank=rank, min_prob=args.min_prob, subset=args.subset)
+        columns = pybioclip_columns(rank) if pybioclip else list(taxon_record("", rank, Taxon(), 0.0))
+        return classifier, classifier.iter_predict(args.images, k=args.k, rank=rank, min_prob=args.min_prob), columns, settings
+    return classifier, classifier.iter_predict(args.images, k=args.k), columns, settings

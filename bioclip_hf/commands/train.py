@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.epilog = "multi-process: accelerate launch -m bioclip_hf.train [CONFIG.yaml] [--setting value ...]"
     parser.add_argument("config", nargs="?", default=None, help="YAML file of settings (flags override it)")
+    parser.add_argument("--recipe", default=argparse.SUPPRESS, metavar="NAME",
+                        help="a shipped recipe (bioclip, bioclip-2) whose settings are the defaults")  # fmt: skip
     for item in dataclasses.fields(TrainConfig):
         is_bool = item.type in (bool, "bool")
         parser.add_argument(
@@ -26,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train_config import TrainConfig, parse_config
 
     argv = [args.config] if args.config else []
+    if getattr(args, "recipe", None):
+        argv += ["--recipe", args.recipe]
     for item in dataclasses.fields(TrainConfig):
         if hasattr(args, item.name):
             argv += [f"--{item.name}", str(getattr(args, item.name))]
