@@ -186,6 +186,8 @@ def test_training_lowers_the_loss_and_writes_run_artifacts(model_json, tmp_path)
     model_dir = train(config, data_fn=ListData(num_batches=2))
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [5, 10, 15, 20, 25, 30]
+    # An outcome, not a float comparison: the loss falls to ~1% of its start (0.0109x on AVX-512 and AVX2 alike);
+    # rounding differences shift that by ~1e-5 relative, far from the 0.5 bound.
     assert log[-1]["train/loss"] < 0.5 * log[0]["train/loss"], log
     assert log[-1]["train/lr"] == pytest.approx(0.0, abs=1e-9)  # cosine schedule ends at 0
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-20", "checkpoint-30"]
