@@ -5,8 +5,8 @@ find locally (about 23 s per file, over a minute for one model), logging each re
 loaded from a Hub id, `hub_download_kwargs` asks the endpoint once, with a short timeout, whether it answers:
 
 - it answers: nothing changes (`{}`);
-- it does not (or `HF_HUB_OFFLINE=1`) but the repo is in the local cache: `{"local_files_only": True}`, so the
-  cached files are used without any network wait;
+- it does not (or `HF_HUB_OFFLINE=1`) but the repo is in the local cache at that revision:
+  `{"local_files_only": True}`, so the cached files are used without any network wait;
 - it does not and the repo is not cached: `HubUnavailableError`, one line saying what could not be reached,
   that the repo is not in the cache, and how to proceed.
 """
@@ -43,9 +43,8 @@ def is_repo_id(name_or_path: str | os.PathLike) -> bool:
     return _REPO_ID.fullmatch(text) is not None and not Path(text).exists()
 
 
-def is_cached(repo_id: str, repo_type: str = "model", revision: str | None = None, cache_dir: str | None = None,
-              filenames: Sequence[str] = ()) -> bool:  # fmt: skip
-    """Whether the HF cache holds a snapshot of `repo_id` at `revision` (and, if given, every file in `filenames`).
+def is_cached(repo_id: str, repo_type: str = "model", revision: str | None = None, cache_dir: str | None = None) -> bool:
+    """Whether the HF cache holds a (non-empty) snapshot of `repo_id` at `revision` (a branch, tag or commit).
 
     Example:
         >>> is_cached("imageomics/bioclip")  # doctest: +SKIP
@@ -63,8 +62,6 @@ def is_cached(repo_id: str, repo_type: str = "model", revision: str | None = Non
     snapshot = folder / "snapshots" / str(commit)
     if commit is None or not snapshot.is_dir():
         return False
-    if filenames:
-        return all((snapshot / name).exists() for name in filenames)
     return any(snapshot.iterdir())
 
 
@@ -102,7 +99,7 @@ def probe_endpoint(endpoint: str | None = None, timeout: float | None = None) ->
 
 
 def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model", revision: str | None = None,
-                        cache_dir: str | None = None, file_sets: Sequence[Sequence[str]] = (),
+                        cache_dir: str | None = None, download_files: Sequence[str] = (),
                         local_alternative: str = "a local folder") -> dict[str, Any]:  # fmt: skip
     """Extra download kwargs for loading `name_or_path`, or `HubUnavailableError` when it cannot be had.
 
@@ -111,8 +108,9 @@ def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model
         repo_type: "model" or "dataset".
         revision: branch, tag or commit to check in the cache (default "main").
         cache_dir: HF cache folder (default: huggingface_hub's).
-        file_sets: alternative sets of files; the repo counts as cached when every file of one set is (default: any
-            snapshot), and the error suggests downloading the first set.
+        download_files: the files to suggest downloading (default: the whole repo). Whether the repo counts as
+            cached does not depend on them: with a snapshot at `revision` in the cache, the loader runs from the
+            cache and names any file it lacks itself.
         local_alternative: what the user can pass instead, for the error message.
 
     Returns:
@@ -133,12 +131,11 @@ def hub_download_kwargs(name_or_path: str | os.PathLike, repo_type: str = "model
         if reason is None:
             return {}
         problem = f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason})"
-    sets = [tuple(files) for files in file_sets] or [()]
-    if any(is_cached(repo_id, repo_type, revision, cache_dir, files) for files in sets):
+    if is_cached(repo_id, repo_type, revision, cache_dir):
         logger.info("%s: using the cached copy of %s", problem, repo_id)
         return {"local_files_only": True}
     cache = cache_dir or constants.HF_HUB_CACHE
-    download = " ".join(["hf download", repo_id, *sets[0]] + (["--repo-type", repo_type] if repo_type != "model" else [])
+    download = " ".join(["hf download", repo_id, *download_files] + (["--repo-type", repo_type] if repo_type != "model" else [])
                         + (["--revision", revision] if revision else []))  # fmt: skip
     raise HubUnavailableError(
         f"{problem} and {repo_type} {repo_id} is not in the local cache ({cache}); to proceed, run "

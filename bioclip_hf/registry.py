@@ -238,8 +238,8 @@ def resolve_index_files(source: IndexSource, revision: str | None = None) -> Res
 
     revision = revision or source.revision
     check_revision_cached(source.repo_id, revision, "dataset")
-    pairs = [(files.embeddings, files.names) for files in source.files]
-    hub = hub_download_kwargs(source.repo_id, "dataset", revision, None, pairs, "a local index (--index DIR)")
+    first = (source.files[0].embeddings, source.files[0].names)
+    hub = hub_download_kwargs(source.repo_id, "dataset", revision, None, first, "a local index (--index DIR)")
     missing: list[str] = []
     for files in source.files:
         try:

@@ -411,7 +411,7 @@ class TreeOfLifeIndex:
         from .hub_access import hub_download_kwargs
 
         names = (embeddings_file, names_file)
-        hub = hub_download_kwargs(repo_id, "dataset", revision, cache_dir, [names], "a local index (--index DIR)")
+        hub = hub_download_kwargs(repo_id, "dataset", revision, cache_dir, names, "a local index (--index DIR)")
         files = [hf_hub_download(repo_id, name, repo_type="dataset", revision=revision, cache_dir=cache_dir, **hub)
                  for name in names]  # fmt: skip
         index = cls.from_tol_files(*files)

@@ -11,10 +11,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import hub_cache_snapshot
+from conftest import DEFAULT_COMMIT, hub_cache_snapshot
 
 from bioclip_hf import hub_access
 from bioclip_hf.hub_access import HubUnavailableError, hub_download_kwargs, is_cached, is_repo_id
+from bioclip_hf.registry import DEFAULT_MODEL, get_entry
 
 # huggingface_hub alone would back off 1+2+4+8+8 s per missing file before failing (the issue: ~80 s per model).
 OFFLINE_LIMIT_S = 10.0
@@ -56,13 +57,10 @@ def test_is_cached_follows_the_cache_layout(tmp_path):
     (snapshot / "embeddings").mkdir()
     (snapshot / TOL_FILES[0]).write_bytes(b"x")
     assert is_cached("imageomics/TreeOfLife-10M", "dataset", cache_dir=str(tmp_path))
-    assert not is_cached("imageomics/TreeOfLife-10M", "dataset", cache_dir=str(tmp_path), filenames=TOL_FILES)
-    (snapshot / TOL_FILES[1]).write_text("[]")
-    assert is_cached("imageomics/TreeOfLife-10M", "dataset", cache_dir=str(tmp_path), filenames=TOL_FILES)
     assert not is_cached("imageomics/TreeOfLife-10M", "model", cache_dir=str(tmp_path))
     assert not is_cached("imageomics/TreeOfLife-10M", "dataset", revision="v2", cache_dir=str(tmp_path))
-    commit = snapshot.name
-    assert is_cached("imageomics/TreeOfLife-10M", "dataset", revision=commit, cache_dir=str(tmp_path))
+    assert is_cached("imageomics/TreeOfLife-10M", "dataset", revision=snapshot.name, cache_dir=str(tmp_path))
+    assert not is_cached("imageomics/TreeOfLife-10M", "dataset", revision="f" * 40, cache_dir=str(tmp_path))
 
 
 def test_unreachable_and_not_cached_is_one_clear_error(unreachable_hub, closed_port_endpoint):
@@ -76,7 +74,7 @@ def test_unreachable_and_not_cached_is_one_clear_error(unreachable_hub, closed_p
     assert message.endswith("or use a local checkpoint folder (--model ./folder)")
     with pytest.raises(HubUnavailableError, match=r"hf download imageomics/TreeOfLife-10M embeddings/txt_emb_species"
                        r"\.npy embeddings/txt_emb_species\.json --repo-type dataset --revision v1`"):  # fmt: skip
-        hub_download_kwargs("imageomics/TreeOfLife-10M", "dataset", "v1", file_sets=[TOL_FILES])
+        hub_download_kwargs("imageomics/TreeOfLife-10M", "dataset", "v1", download_files=TOL_FILES)
     assert isinstance(info.value, OSError)  # the CLI reports OSErrors as one line, exit status 2
 
 
@@ -171,7 +169,7 @@ def _assert_one_line_each(stderr: str):
 
 def _assert_offline_error(line: str, command: str, endpoint: str):
     assert line.startswith(f"bioclip-hf {command}: error: cannot reach the Hugging Face Hub at {endpoint}")
-    assert "model imageomics/bioclip is not in the local cache" in line and "--model ./folder" in line
+    assert f"model {DEFAULT_MODEL} is not in the local cache" in line and "--model ./folder" in line
 
 
 def test_cli_fails_fast_with_one_line_when_the_hub_is_unreachable(closed_port_endpoint, tmp_path):
@@ -206,18 +204,20 @@ def test_cli_model_cached_index_not_and_verbose_details(closed_port_endpoint, ti
     """The model comes from the cache without waiting; the missing Tree-of-Life index is the one-line error."""
     import shutil
 
-    snapshot = hub_cache_snapshot(tmp_path / "hub", "imageomics/bioclip")
+    entry = get_entry(DEFAULT_MODEL)  # the default model at its pinned commit, as the loader asks for it
+    snapshot = hub_cache_snapshot(tmp_path / "hub", DEFAULT_MODEL, commit=entry.revision or DEFAULT_COMMIT)
     shutil.copytree(tiny_hf_dir, snapshot, dirs_exist_ok=True)
     result, elapsed = _run_cli(["--verbose", "predict", str(_photo(tmp_path))], closed_port_endpoint, tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = _assert_one_line_each(result.stderr)
     error = lines[-1]
+    index = entry.index
     assert error.startswith("bioclip-hf predict: error: cannot reach the Hugging Face Hub") and "--index DIR" in error
-    assert "dataset imageomics/TreeOfLife-10M is not in the local cache" in error
-    assert "hf download imageomics/TreeOfLife-10M embeddings/txt_emb_species.npy" in error
+    assert f"dataset {index.repo_id} is not in the local cache" in error
+    assert f"hf download {index.repo_id} {index.files[0].embeddings} {index.files[0].names} --repo-type dataset" in error
     # --verbose: the probe's details, once (one probe serves the model and the index), and the cache being used
     details = [line for line in lines if "is not reachable" in line]
     assert len(details) == 1 and details[0].startswith("INFO bioclip_hf.hub_access: Hub endpoint"), lines
-    assert any("using the cached copy of imageomics/bioclip" in line for line in lines), lines
+    assert any(f"using the cached copy of {DEFAULT_MODEL}" in line for line in lines), lines
     assert elapsed < OFFLINE_LIMIT_S
     assert json.loads((snapshot / "config.json").read_text())  # the cached model was really there
