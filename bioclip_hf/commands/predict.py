@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from ..taxonomy import RANKS
+from ._batch import add_input_arguments, add_run_arguments
 from ._records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors, stream_records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    add_input_arguments(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--rank", type=str.lower, choices=RANKS, help="Tree-of-Life rank to predict (default: species)")
     mode.add_argument("--labels", help="custom labels: 'a,b,c' or a file (one label per line, or CSV first column)")
@@ -21,9 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-embeddings", metavar="FILE", help="cache file for custom-label embeddings (.safetensors)")
     parser.add_argument("--k", type=int, default=5, help="predictions per image (default: 5)")
     parser.add_argument("--min-prob", type=float, default=1e-9, help="ignore species below this probability (default 1e-9)")
-    parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
-    parser.add_argument("--output", "-o", help="output file (default: stdout)")
+    parser.add_argument("--format", choices=(*FORMATS, "parquet"),
+                        help="output format (default: from the --output suffix, else csv)")  # fmt: skip
+    parser.add_argument("--output", "-o", help="output file (.csv, .json, .parquet, ...) or folder/ (Parquet dataset; "
+                        "written in resumable parts); default: stdout")  # fmt: skip
     add_model_arguments(parser)
+    add_run_arguments(parser)
 
 
 def read_labels(value: str) -> list[str]:
@@ -63,9 +67,11 @@ def _subset(value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, collect_images, taxon_record
+    from ..batch_inference import process_state
+    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
     from ..cli import CLIError
     from ..taxonomy import Taxon
+    from ._batch import make_source, plan_predict_output, prediction_rows, run_batch, wants_batch_run
 
     quiet_library_skip_warnings()
     if args.k < 1:
@@ -73,30 +79,32 @@ def run(args: argparse.Namespace) -> int:
     tree_of_life = not (args.labels or args.bins or args.few_shot)
     if not tree_of_life and (args.subset or args.index):
         raise CLIError("--subset and --index apply to Tree-of-Life predictions only (not with --labels/--bins/--few-shot)")
-    images, missing = collect_images(args.images)
-    if not images:
-        report_errors("predict", missing)
-        raise CLIError(f"no images found in {' '.join(args.images)}")
-    common = dict(model_name_or_path=args.model, device=args.device, batch_size=args.batch_size,
+    plan = plan_predict_output(args.output, args.format)
+    state = process_state()
+    batch_run = wants_batch_run(args, plan, state.world_size)
+    source = make_source(args)  # fails on missing inputs before the model loads
+    common = dict(model_name_or_path=args.model, device=state.device(args.device), batch_size=args.batch_size,
                   progress=not args.no_progress)  # fmt: skip
-    columns = ["file", "label", "score"]
+    columns, options = ["file", "label", "score"], {}
     if args.labels:
         classifier = CustomLabelsClassifier(read_labels(args.labels), label_embeddings=args.label_embeddings, **common)
-        batches = classifier.iter_predict(args.images, k=args.k)
     elif args.bins:
         bins = read_bins(args.bins)
         classifier = CustomLabelsClassifier(list(bins), bins=bins, label_embeddings=args.label_embeddings, **common)
-        batches = classifier.iter_predict(args.images, k=args.k)
     elif args.few_shot:
         classifier = FewShotClassifier(args.few_shot, **common)
         report_errors("predict", classifier.support_errors)
         columns.append("distance")
-        batches = classifier.iter_predict(args.images, k=args.k)
     else:
-        rank = args.rank or "species"
+        options = {"rank": args.rank or "species", "min_prob": args.min_prob}
         classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), **common)
-        batches = classifier.iter_predict(args.images, k=args.k, rank=rank, min_prob=args.min_prob)
-        columns = list(taxon_record("", rank, Taxon(), 0.0))
-    count = stream_records(batches, args.format, args.output, columns)
-    report_errors("predict", classifier.errors)
-    return 0 if count or not classifier.errors else 1
+        columns = list(taxon_record("", options["rank"], Taxon(), 0.0))
+    if batch_run:
+        columns = [source.key_column if column == "file" else column for column in columns]
+        to_table = prediction_rows(classifier, args.k, options, source.key_column)
+        return run_batch(args, plan, classifier, source, state, to_table, columns)
+    classifier.optimize(dtype=args.dtype, compile=args.compile)
+    classifier.num_workers = args.num_workers
+    count = stream_records(classifier.iter_predict(source.paths, k=args.k, **options), plan.fmt, None, columns)
+    report_errors("predict", source.errors + classifier.errors)
+    return 0 if count or not (classifier.errors or source.errors) else 1
