@@ -108,23 +108,27 @@ def _describe(inputs: Any) -> str:
     return ", ".join(f"{key}={value}" for key, value in inputs.items() if key != "kind")
 
 
-def check_or_start_run(folder: str | os.PathLike, run: Mapping[str, Any], state: ProcessState) -> bool:
-    """Refuse to resume `folder` with other options; the main process records `run` for a new run.
-
-    Every process checks (so all fail alike), then waits for the main process. Returns True when resuming.
-    """
+def check_resume(folder: str | os.PathLike, run: Mapping[str, Any]) -> bool:
+    """Refuse (ValueError, one line naming the option) to continue `folder` with another `run`; True if resuming."""
     path = run_file(folder)
-    resuming = path.is_file()
-    if resuming:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        change = changed_option(previous, json.loads(json.dumps(run, default=str)))
-        if change:
-            raise ValueError(f"{folder} holds parts of another run: {change} (rerun with the same options, "
-                             "or use another --output)")  # fmt: skip
-    elif state.is_main:
+    if not path.is_file():
+        return False
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    change = changed_option(previous, json.loads(json.dumps(run, default=str)))
+    if change:
+        raise ValueError(f"{folder} holds parts of another run: {change} (rerun with the same options, "
+                         "or use another --output)")  # fmt: skip
+    return True
+
+
+def check_or_start_run(folder: str | os.PathLike, run: Mapping[str, Any], state: ProcessState) -> bool:
+    """`check_resume`; for a new run the main process records `run`. Every process checks (so all fail alike),
+    then waits for the main process. Returns True when resuming."""
+    resuming = check_resume(folder, run)
+    if not resuming and state.is_main:
         from .io_utils import atomic_write_bytes
 
-        atomic_write_bytes(path, json.dumps(run, indent=2, default=str).encode())
+        atomic_write_bytes(run_file(folder), json.dumps(run, indent=2, default=str).encode())
     state.barrier()
     return resuming
 
@@ -237,8 +241,8 @@ def _write_block(folder: str | os.PathLike, block: int, entry: dict[str, Any], m
 
     tables = entry["tables"]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
-    for error in entry["errors"]:
-        logger.warning("skipping %s: %s", error["key"], error["error"])
+    for error in entry["errors"]:  # recorded in the part; callers report them once the run is merged
+        logger.info("skipped %s: %s", error["key"], error["error"])
     write_part(folder, block, table, {"images": entry["images"], "errors": entry["errors"]}, metadata)
     logger.info("wrote %s (%d rows, %d images)", part_name(block), table.num_rows, entry["images"])
     result.blocks += 1

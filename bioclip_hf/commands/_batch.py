@@ -185,6 +185,16 @@ def prediction_rows(classifier: Any, k: int, options: dict[str, Any], key_column
     return to_table
 
 
+def check_batch_resume(args: argparse.Namespace, plan: OutputPlan, source: Any) -> dict[str, Any]:
+    """What identifies this run; refuses early (before the model loads) to mix it with another run's parts."""
+    from ..batch_inference import check_resume
+
+    run = {"command": args.command, "options": run_options(args), "inputs": source.fingerprint(),
+           "block_size": source.block_size}  # fmt: skip
+    check_resume(plan.parts, run)
+    return run
+
+
 def run_batch(args: argparse.Namespace, plan: OutputPlan, classifier: Any, source: Any, state: Any,
               to_table: Callable[[list[Any], Any], Any], columns: Sequence[str] = (), normalize: bool = True) -> int:  # fmt: skip
     """Run (or resume) the blocks of this process, then, on the main process, merge, report and push."""
@@ -194,8 +204,7 @@ def run_batch(args: argparse.Namespace, plan: OutputPlan, classifier: Any, sourc
     classifier.optimize(dtype=args.dtype, compile=args.compile)
     classifier.num_workers = args.num_workers
     metadata = output_metadata(args, classifier)
-    run = {"command": args.command, "options": run_options(args), "inputs": source.fingerprint(),
-           "block_size": source.block_size}  # fmt: skip
+    run = check_batch_resume(args, plan, source)
     run_blocks(classifier, source, plan.parts, to_table, run, metadata, state, normalize, progress=not args.no_progress)
     if not state.is_main:
         return 0

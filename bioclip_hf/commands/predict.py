@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
     from ..cli import CLIError
     from ..taxonomy import Taxon
-    from ._batch import make_source, plan_predict_output, prediction_rows, run_batch, wants_batch_run
+    from ._batch import check_batch_resume, make_source, plan_predict_output, prediction_rows, run_batch, wants_batch_run
 
     quiet_library_skip_warnings()
     if args.k < 1:
@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_predict_output(args.output, args.format)
     state = process_state()
     batch_run = wants_batch_run(args, plan, state.world_size)
-    source = make_source(args)  # fails on missing inputs before the model loads
+    source = make_source(args)  # fails on missing inputs (and resumes with other options) before the model loads
+    if batch_run:
+        check_batch_resume(args, plan, source)
     common = dict(model_name_or_path=args.model, device=state.device(args.device), batch_size=args.batch_size,
                   progress=not args.no_progress)  # fmt: skip
     columns, options = ["file", "label", "score"], {}
