@@ -66,15 +66,21 @@ class ProcessState:
 
 def process_state() -> ProcessState:
     """Rank and world size from the launcher (`accelerate launch`, or torchrun); Accelerate sets up the process
-    group. One process (no `WORLD_SIZE` > 1 in the environment) never imports Accelerate."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    group (gloo on CPU when `ACCELERATE_USE_CPU` is set or no GPU is present). One process (no `WORLD_SIZE` > 1
+    in the environment) never imports Accelerate."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
         return ProcessState()
     try:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
     except ImportError:
         raise ImportError("this process is one of several (WORLD_SIZE > 1) but accelerate is not installed: "
                           "pip install 'bioclip-hf[distributed]'") from None  # fmt: skip
-    state = PartialState()
+    accelerators = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not accelerators)
+    if state.num_processes != world_size:
+        raise RuntimeError(f"the launcher started {world_size} processes but Accelerate set up {state.num_processes}")
     return ProcessState(state.process_index, state.num_processes, state.local_process_index, state)
 
 
@@ -125,6 +131,9 @@ def check_or_start_run(folder: str | os.PathLike, run: Mapping[str, Any], state:
     """`check_resume`; for a new run the main process records `run`. Every process checks (so all fail alike),
     then waits for the main process. Returns True when resuming."""
     resuming = check_resume(folder, run)
+    if state.is_main:  # temporary files of parts whose writer was killed
+        for stale in Path(folder).glob(".part-*.parquet.*"):
+            stale.unlink(missing_ok=True)
     if not resuming and state.is_main:
         from .io_utils import atomic_write_bytes
 
@@ -227,7 +236,7 @@ def run_blocks(
                 entry["tables"].append(table)
         bar.update(batch["size"])
         if batch["last"]:
-            _write_block(folder, batch["block"], open_blocks.pop(batch["block"]), metadata, result)
+            _write_block(folder, batch["block"], open_blocks.pop(batch["block"]), metadata, result, state.rank)
     bar.close()
     if open_blocks:  # a worker stopped mid-block: never write a partial part
         raise RuntimeError(f"incomplete blocks {sorted(open_blocks)[:5]}: the image loader stopped early")
@@ -236,14 +245,15 @@ def run_blocks(
 
 
 def _write_block(folder: str | os.PathLike, block: int, entry: dict[str, Any], metadata: Mapping[str, Any] | None,
-                 result: BlockResult) -> None:  # fmt: skip
+                 result: BlockResult, process: int = 0) -> None:  # fmt: skip
     import pyarrow as pa
 
     tables = entry["tables"]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
     for error in entry["errors"]:  # recorded in the part; callers report them once the run is merged
         logger.info("skipped %s: %s", error["key"], error["error"])
-    write_part(folder, block, table, {"images": entry["images"], "errors": entry["errors"]}, metadata)
+    info = {"images": entry["images"], "errors": entry["errors"], "process": process}
+    write_part(folder, block, table, info, metadata)
     logger.info("wrote %s (%d rows, %d images)", part_name(block), table.num_rows, entry["images"])
     result.blocks += 1
     result.images += entry["images"]
