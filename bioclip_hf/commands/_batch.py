@@ -129,6 +129,8 @@ def wants_batch_run(args: argparse.Namespace, plan: OutputPlan, world_size: int)
         if args.push_to_hub:
             raise CLIError("--push-to-hub needs --output")
         return False
+    if args.push_to_hub and args.push_to_hub.count("/") != 1:
+        raise CLIError(f"--push-to-hub needs 'owner/name', got {args.push_to_hub!r}")
     return True
 
 

@@ -24,11 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from ..batch_inference import process_state
     from ..classify import BaseClassifier
     from ..parquet_output import embeddings_table
-    from ._batch import check_batch_resume, make_source, plan_embed_output, run_batch
+    from ._batch import check_batch_resume, make_source, plan_embed_output, run_batch, wants_batch_run
 
     quiet_library_skip_warnings()
     plan = plan_embed_output(args.output)
     state = process_state()
+    wants_batch_run(args, plan, state.world_size)
     source = make_source(args)
     check_batch_resume(args, plan, source)  # before the model loads
     embedder = BaseClassifier(model_name_or_path=args.model, device=state.device(args.device), batch_size=args.batch_size,
