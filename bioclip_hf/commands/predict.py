@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
     from ..cli import CLIError
     from ..taxonomy import Taxon
-    from ._batch import check_batch_resume, make_source, plan_predict_output, prediction_rows, run_batch, wants_batch_run
+    from . import _batch
 
     quiet_library_skip_warnings()
     if args.k < 1:
@@ -79,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
     tree_of_life = not (args.labels or args.bins or args.few_shot)
     if not tree_of_life and (args.subset or args.index):
         raise CLIError("--subset and --index apply to Tree-of-Life predictions only (not with --labels/--bins/--few-shot)")
-    plan = plan_predict_output(args.output, args.format)
+    plan = _batch.plan_predict_output(args.output, args.format)
     state = process_state()
-    batch_run = wants_batch_run(args, plan, state.world_size)
-    source = make_source(args)  # fails on missing inputs (and resumes with other options) before the model loads
+    batch_run = _batch.wants_batch_run(args, plan, state.world_size)
+    source = _batch.make_source(args)  # fails on missing inputs (and resumes with other options) before the model loads
     if batch_run:
-        check_batch_resume(args, plan, source)
+        _batch.check_batch_resume(args, plan, source)
     common = dict(model_name_or_path=args.model, device=state.device(args.device), batch_size=args.batch_size,
                   progress=not args.no_progress)  # fmt: skip
     columns, options = ["file", "label", "score"], {}
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         columns = list(taxon_record("", options["rank"], Taxon(), 0.0))
     if batch_run:
         columns = [source.key_column if column == "file" else column for column in columns]
-        to_table = prediction_rows(classifier, args.k, options, source.key_column)
-        return run_batch(args, plan, classifier, source, state, to_table, columns)
+        to_table = _batch.prediction_rows(classifier, args.k, options, source.key_column)
+        return _batch.run_batch(args, plan, classifier, source, state, to_table, columns)
     classifier.optimize(dtype=args.dtype, compile=args.compile)
     classifier.num_workers = args.num_workers
     count = stream_records(classifier.iter_predict(source.paths, k=args.k, **options), plan.fmt, None, columns)
