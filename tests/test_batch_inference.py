@@ -222,3 +222,53 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_one_process_never_needs_accelerate(batch_workspace, tiny_hf_dir, capsys, tmp_path, monkeypatch):
+    """`accelerate` is only imported when a launcher says there are several processes (WORLD_SIZE > 1)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # any import of it now fails
+    code, _, _ = cli(capsys, *predict_args(batch_workspace, tiny_hf_dir, "-o", tmp_path / "p.csv"))
+    assert code == 0 and (tmp_path / "p.csv").is_file()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = cli(capsys, *predict_args(batch_workspace, tiny_hf_dir, "-o", tmp_path / "q.csv"))
+    assert code == 2 and "one of several (WORLD_SIZE > 1) but accelerate is not installed" in err
+
+
+@pytest.mark.heavy
+def test_compiled_and_bfloat16_encoders_match_float32(tiny_model_and_processor, batch_workspace):
+    """`optimize(compile=True)` (inductor, fused kernels) and `optimize(dtype="bfloat16")` change rounding only.
+
+    Compiled float32: reassociated sums over <= 128 terms of O(1) values, ~1e-6 absolute on unit features; the
+    bound 1e-4 leaves margin for other CPUs. bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%) per
+    matmul input: features of unit length move by a few 1e-3, so 0.05 bounds them while catching a wrong model.
+    """
+    import torch
+
+    from bioclip_hf.classify import BaseClassifier
+
+    model, processor = tiny_model_and_processor
+    clf = BaseClassifier(model=model, processor=processor, batch_size=4, num_workers=0)
+    _, reference = clf.embed_images(batch_workspace / "photos")
+    _, compiled = clf.optimize(compile=True).embed_images(batch_workspace / "photos")
+    _, bf16 = clf.optimize(dtype="bfloat16").embed_images(batch_workspace / "photos")
+    assert compiled.dtype == bf16.dtype == torch.float32
+    assert (compiled - reference).abs().max() < 1e-4 and 0 < (bf16 - reference).abs().max() < 0.05
+
+
+def test_embed_with_top_prediction_columns(batch_workspace, tiny_hf_dir, capsys, tmp_path):
+    """Embeddings + each image's top family in one table (for embedding explorers): same as `predict --k 1`."""
+    common = (batch_workspace / "photos", "--model", tiny_hf_dir, "--no-progress", "--index", batch_workspace / "index")
+    code, _, _ = cli(capsys, "embed", *common, "--predict-rank", "family", "--no-normalize", "-o", tmp_path / "e.parquet")
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert code == 0 and table.column_names == ["file", "embedding", "kingdom", "phylum", "class", "order", "family",
+                                                "common_name", "taxon", "score"]  # fmt: skip
+    code, _, _ = cli(capsys, "predict", *common, "--rank", "family", "--k", 1, "-o", tmp_path / "p.parquet")
+    predictions = pq.read_table(tmp_path / "p.parquet")
+    assert table.column("family").to_pylist() == predictions.column("family").to_pylist()
+    # Same features up to normalisation: probabilities agree to float32 rounding.
+    np.testing.assert_allclose(table.column("score").to_pylist(), predictions.column("score").to_pylist(), rtol=1e-5)
+    assert np.linalg.norm(np.array(table.column("embedding").to_pylist()), axis=1).std() > 0  # raw, not unit length
+    code, _, err = cli(capsys, "embed", *common, "--predict-rank", "genus", "-o", tmp_path / "e.npy")
+    assert code == 2 and "--predict-rank adds columns" in err
