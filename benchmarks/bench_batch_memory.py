@@ -74,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             peaks = []
             for size in args.sizes:
-                seconds, peak = run_measured(mode_commands(mode, size, work, args.processes), env, work / "run.log")
-                peaks.append(peak)
-                print(f"  {mode.replace('N', str(args.processes)):12s} {size:6d} images: {seconds:6.1f} s, peak RSS {peak:.2f} GiB", flush=True)
+                run = run_measured(mode_commands(mode, size, work, args.processes), env, work / "run.log")
+                peaks.append(run.peak_gib)
+                print(f"  {mode.replace('N', str(args.processes)):12s} {size:6d} images: {run.wall:6.1f} s, "
+                      f"peak RSS {run.peak_gib:.2f} GiB", flush=True)  # fmt: skip
             growth = (peaks[1] - peaks[0]) * 1024
             print(f"{mode.replace('N', str(args.processes)):12s} peak RSS {peaks[0]:.2f} -> {peaks[1]:.2f} GiB "
                   f"({growth:+.0f} MiB for {args.sizes[1] - args.sizes[0]:,} more images)")  # fmt: skip

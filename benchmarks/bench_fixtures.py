@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -83,8 +84,18 @@ def offline_env(hf_home: Path, **extra: str) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false", **extra}  # fmt: skip
 
 
-def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> tuple[float, float]:
-    """Run `command`; (wall seconds, peak RSS in GiB of its largest process, children included), or exit on error."""
+@dataclass
+class Measure:
+    """One run: wall seconds, CPU seconds (user + system, children included: less sensitive than wall time to
+    other jobs on a shared machine) and peak RSS in GiB of the largest process."""
+
+    wall: float
+    cpu: float
+    peak_gib: float
+
+
+def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> Measure:
+    """Run `command` and measure it (see `Measure`), or exit showing the end of its log on error."""
     start = time.perf_counter()
     with open(log or os.devnull, "w") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -94,4 +105,4 @@ def run_measured(command: list[str], env: dict[str, str], log: Path | None = Non
     if process.returncode != 0:
         tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
         raise SystemExit(f"command failed ({process.returncode}): {' '.join(command[:6])} ...\n{tail}")
-    return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    return Measure(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20)  # ru_maxrss: KiB on Linux

@@ -6,8 +6,9 @@ ViT-B-16 saved with open_clip's writer as `imageomics/bioclip` and a random Tree
 (pybioclip: `--model hf-hub:imageomics/bioclip`, its default batch of 10; ours: defaults, CSV output). Runs are
 interleaved (ours, peer, peer, ours, ...) and the median of `--repeats` is taken, since the machine may be shared.
 
-Printed per rank: median seconds of each tool, the ratio pybioclip / bioclip-hf (targets: >= 1.5x at species,
->= 3x at family with 450k taxa), peak RSS, and how often the two tools agree on the top-1 and top-5 taxa (random
+Printed per rank: median wall and CPU seconds of each tool (CPU time, children included, is far less disturbed by
+other jobs on a shared machine), the ratios pybioclip / bioclip-hf (targets: >= 1.5x at species, >= 3x at family
+with 450k taxa), peak RSS, and how often the two tools agree on the top-1 and top-5 taxa (random
 weights, different resizing: a sanity check, not an accuracy). `--opt-in bfloat16` adds our `--dtype bfloat16`
 run with its top-5 agreement against our float32 run beside its speed.
 
@@ -59,28 +60,29 @@ def bench_rank(rank: str, photos: list[str], repeats: int, env: dict, out: Path,
     runs = commands(photos, rank, out)
     for dtype in opt_in:
         runs[f"bioclip-hf --dtype {dtype}"] = commands(photos, rank, out, dtype)["bioclip-hf"]
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    peaks: dict[str, float] = {name: 0.0 for name in runs}
+    measures: dict[str, list] = {name: [] for name in runs}
     for repeat in range(repeats):
-        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
-        for name in order:
-            seconds, peak = run_measured(runs[name], env, out / f"{name.replace(' ', '_')}-{rank}.log")
-            times[name].append(seconds)
-            peaks[name] = max(peaks[name], peak)
-            print(f"  [{rank}] run {repeat + 1}/{repeats} {name:28s} {seconds:7.1f} s  peak RSS {peak:.2f} GiB", flush=True)
-    ours, peer = statistics.median(times["bioclip-hf"]), statistics.median(times["pybioclip"])
+        for name in list(runs) if repeat % 2 == 0 else list(reversed(runs)):
+            run = run_measured(runs[name], env, out / f"{name.replace(' ', '_')}-{rank}.log")
+            measures[name].append(run)
+            print(f"  [{rank}] run {repeat + 1}/{repeats} {name:28s} wall {run.wall:7.1f} s, CPU {run.cpu:7.1f} s, "
+                  f"peak RSS {run.peak_gib:.2f} GiB", flush=True)  # fmt: skip
+    wall = {name: statistics.median(m.wall for m in ms) for name, ms in measures.items()}
+    cpu = {name: statistics.median(m.cpu for m in ms) for name, ms in measures.items()}
+    peak = {name: max(m.peak_gib for m in ms) for name, ms in measures.items()}
     ours_top = read_top(out / f"ours-{rank}-float32.csv", rank, "file")
-    peer_top = read_top(out / f"peer-{rank}.csv", rank, "file_name")
-    top1, top5 = agreement(ours_top, peer_top)
-    print(f"{rank:8s} {len(photos)} photos: bioclip-hf {ours:7.1f} s (peak {peaks['bioclip-hf']:.2f} GiB), "
-          f"pybioclip {peer:7.1f} s (peak {peaks['pybioclip']:.2f} GiB) -> ratio {peer / ours:.2f}x "
-          f"[tools agree: top-1 {top1:.0%}, top-5 overlap {top5:.0%}]")  # fmt: skip
+    top1, top5 = agreement(ours_top, read_top(out / f"peer-{rank}.csv", rank, "file_name"))
+    ours, peer = "bioclip-hf", "pybioclip"
+    print(f"{rank:8s} {len(photos)} photos, medians: bioclip-hf wall {wall[ours]:.1f} s / CPU {cpu[ours]:.1f} s "
+          f"(peak {peak[ours]:.2f} GiB), pybioclip wall {wall[peer]:.1f} s / CPU {cpu[peer]:.1f} s (peak "
+          f"{peak[peer]:.2f} GiB) -> ratio pybioclip/bioclip-hf: wall {wall[peer] / wall[ours]:.2f}x, CPU "
+          f"{cpu[peer] / cpu[ours]:.2f}x [tools agree: top-1 {top1:.0%}, top-5 overlap {top5:.0%}]")  # fmt: skip
     for dtype in opt_in:
         name = f"bioclip-hf --dtype {dtype}"
-        fast = statistics.median(times[name])
         top1, top5 = agreement(ours_top, read_top(out / f"ours-{rank}-{dtype}.csv", rank, "file"))
-        print(f"{'':8s} opt-in {name}: {fast:7.1f} s -> ratio vs pybioclip {peer / fast:.2f}x, vs our float32 "
-              f"{ours / fast:.2f}x; agreement with float32: top-1 {top1:.0%}, top-5 overlap {top5:.0%}")  # fmt: skip
+        print(f"{'':8s} opt-in {name}: wall {wall[name]:.1f} s / CPU {cpu[name]:.1f} s -> ratio vs pybioclip: wall "
+              f"{wall[peer] / wall[name]:.2f}x, CPU {cpu[peer] / cpu[name]:.2f}x; agreement with our float32: "
+              f"top-1 {top1:.0%}, top-5 overlap {top5:.0%}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
