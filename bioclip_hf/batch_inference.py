@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -157,20 +158,30 @@ class BlockResult:
 
 
 class _BlockBatches(torch.utils.data.IterableDataset):
-    """This process's pending blocks as decoded batches; worker w of W takes every W-th of them."""
+    """This process's pending blocks as decoded batches; worker w of W takes every W-th of them.
+
+    Every worker sees the block indices in the same order (sources call `wanted` once per block, in order), so
+    counting the pending ones splits them evenly, also when a resumed run has holes in its blocks.
+    """
 
     def __init__(self, source: Any, transform: Callable[[Any], Any], batch_size: int, state: ProcessState,
                  done: set[int]):  # fmt: skip
         self.source, self.transform, self.batch_size = source, transform, batch_size
         self.rank, self.world, self.done = state.rank, state.world_size, done
 
-    def mine(self, block: int, worker: int = 0, workers: int = 1) -> bool:
-        return block % self.world == self.rank and (block // self.world) % workers == worker and block not in self.done
+    def mine(self, block: int) -> bool:
+        """Is `block` this process's, and not written yet?"""
+        return block % self.world == self.rank and block not in self.done
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for block in self.source.iter_blocks(lambda index: self.mine(index, worker, workers)):
+        pending = itertools.count()
+
+        def wanted(index: int) -> bool:
+            return self.mine(index) and next(pending) % workers == worker
+
+        for block in self.source.iter_blocks(wanted):
             size = len(block.payloads)
             for start in range(0, size, self.batch_size):
                 batch = decode_batch(self.transform, block.payloads[start : start + self.batch_size])

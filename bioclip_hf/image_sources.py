@@ -86,7 +86,7 @@ class FileSource:
         return f"{len(self.keys):,} image files"
 
     def iter_blocks(self, wanted: Callable[[int], bool]) -> Iterator[Block]:
-        """The blocks whose index satisfies `wanted`, in order."""
+        """The blocks whose index satisfies `wanted` (called once per block, in order), in order."""
         for index in range(self.num_blocks or 0):
             if wanted(index):
                 span = slice(index * self.block_size, (index + 1) * self.block_size)
@@ -211,7 +211,9 @@ class DatasetSource:
         return f"dataset {self.name} ({self.split})"
 
     def iter_blocks(self, wanted: Callable[[int], bool]) -> Iterator[Block]:
-        """The blocks whose index satisfies `wanted`, in order (others are read as Arrow and dropped undecoded)."""
+        """The blocks whose index satisfies `wanted` (called once per block, in order), in order; the others are
+        read as Arrow tables and dropped undecoded. `IterableDataset.iter` does not split shards between DataLoader
+        workers (iterating the dataset itself would), so every worker sees every block."""
         if self._on_disk:  # read only our blocks
             tables = ((index, lambda index=index: self._dataset[index * self.block_size : (index + 1) * self.block_size])
                       for index in range(self.num_blocks or 0))  # fmt: skip
