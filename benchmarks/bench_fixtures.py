@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import time
@@ -30,8 +31,14 @@ def snapshot(hf_home: Path, repo_id: str, repo_type: str) -> Path:
     return path
 
 
-def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict | None = None, seed: int = 0) -> dict:
-    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer; returns its model config."""
+def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict | None = None, seed: int = 0,
+                logit_scale: float = 100.0) -> dict:  # fmt: skip
+    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer; returns its model config.
+
+    The temperature is set to BioCLIP's trained `logit_scale.exp()` of 100 (a fresh model has 1/0.07 = 14.3),
+    so probabilities are as peaked as with the released weights and the number of species above pybioclip's
+    `min_prob` (which its per-image grouping loops over) is realistic rather than all of them.
+    """
     import types
 
     import torch
@@ -47,6 +54,7 @@ def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict |
         return json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(**model_cfg).eval()
+    model.logit_scale.data.fill_(math.log(logit_scale))
     model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     save_for_hf(model, types.SimpleNamespace(save_pretrained=lambda directory: None), model_cfg, str(folder))
     return model_cfg
