@@ -48,10 +48,8 @@ def predict_args(ws, model_dir, *extra):
 def test_parquet_output_is_parquet_and_equals_streamed_csv(batch_workspace, tiny_hf_dir, capsys, tmp_path):
     """`--output x.parquet` writes Parquet (with the model in its metadata); x.csv is byte-identical to stdout.
 
-    The part size (4) is a multiple of neither the batch size (3) nor the image count, so blocks end mid-batch;
-    batches never span blocks. stdout streams batches over the whole list instead, so the two runs encode some
-    images next to other neighbours: scores may differ in the last float32 bits. Hence the comparison of CSV
-    bytes uses part size 3 (= batch size), where both runs encode exactly the same batches.
+    stdout streams batches of 3 over the whole list; batches never span parts, so with a part size of 3 the part
+    runs encode exactly the same batches and every score is bit-identical (compared exactly, no tolerance).
     """
     code, stdout_csv, err = cli(capsys, *predict_args(batch_workspace, tiny_hf_dir, "--part-size", 3))
     assert code == 0 and "img04b.jpg" in err
@@ -61,15 +59,13 @@ def test_parquet_output_is_parquet_and_equals_streamed_csv(batch_workspace, tiny
     errors = list(csv.DictReader(open(tmp_path / "p.errors.csv")))
     assert [e["file"].rsplit("/", 1)[-1] for e in errors] == ["img04b.jpg"] and "cannot" in errors[0]["error"]
 
-    code, out, _ = cli(capsys, *predict_args(batch_workspace, tiny_hf_dir, "--output", tmp_path / "p.parquet"))
-    assert code == 0 and out == ""
+    code, out, _ = cli(capsys, *predict_args(batch_workspace, tiny_hf_dir, "--part-size", 3, "--output", tmp_path / "p.parquet"))
+    assert code == 0 and out == "" and (tmp_path / "p.parquet").read_bytes()[:4] == b"PAR1"
     table = pq.read_table(tmp_path / "p.parquet")
-    rows = table.to_pylist()
     streamed = list(csv.DictReader(io.StringIO(stdout_csv)))
-    assert len(rows) == len(streamed) == 3 * NUM_GOOD and table.column_names == list(streamed[0])
-    assert [r["file"] for r in rows] == [r["file"] for r in streamed] and [r["species"] for r in rows] == [r["species"] for r in streamed]
-    # Other batch neighbours only: float32 matmul rounding (~1e-7 relative on probabilities <= 1).
-    np.testing.assert_allclose([r["score"] for r in rows], [float(r["score"]) for r in streamed], rtol=1e-5, atol=1e-7)
+    assert len(table) == 3 * NUM_GOOD and table.column_names == list(streamed[0])
+    # CSV holds repr(float): parsing it back gives the same float64, so the comparison is exact.
+    assert table.to_pylist() == [{**row, "score": float(row["score"])} for row in streamed]
     meta = json.loads(table.schema.metadata[b"bioclip_hf"])
     assert meta["model"] == str(tiny_hf_dir) and meta["command"] == "predict" and meta["options"]["rank"] is None
 
