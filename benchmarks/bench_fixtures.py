@@ -14,6 +14,7 @@ import json
 import math
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +96,41 @@ def offline_env(hf_home: Path, **extra: str) -> dict[str, str]:
 @dataclass
 class Measure:
     """One run: wall seconds, CPU seconds (user + system, children included: less sensitive than wall time to
-    other jobs on a shared machine) and peak RSS in GiB of the largest process."""
+    other jobs on a shared machine), peak RSS in GiB of its largest process and of all its processes together."""
 
     wall: float
     cpu: float
     peak_gib: float
+    peak_total_gib: float = 0.0
+
+
+class TreeRSS(threading.Thread):
+    """Samples the resident memory of a process and its descendants every 20 ms.
+
+    (`getrusage`'s ru_maxrss cannot be used: Linux carries a parent's high-water mark across fork + exec, so
+    every child would report at least the benchmark's own size.)
+    """
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.peak_total, self.stop = pid, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self.stop.wait(0.02):
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            sizes = []
+            for process in processes:
+                try:
+                    sizes.append(process.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak, self.peak_total = max(self.peak, *sizes, 0), max(self.peak_total, sum(sizes))
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> Measure:
@@ -107,10 +138,14 @@ def run_measured(command: list[str], env: dict[str, str], log: Path | None = Non
     start = time.perf_counter()
     with open(log or os.devnull, "w") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        sampler = TreeRSS(process.pid)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        sampler.stop.set()
+        sampler.join()
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
         raise SystemExit(f"command failed ({process.returncode}): {' '.join(command[:6])} ...\n{tail}")
-    return Measure(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20)  # ru_maxrss: KiB on Linux
+    return Measure(seconds, usage.ru_utime + usage.ru_stime, sampler.peak / 2**30, sampler.peak_total / 2**30)

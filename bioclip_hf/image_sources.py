@@ -220,9 +220,13 @@ class DatasetSource:
         else:
             tables = ((index, lambda table=table: table)
                       for index, table in enumerate(self._dataset.iter(batch_size=self.block_size)))  # fmt: skip
+        import pyarrow as pa
+
         for index, read in tables:
             if wanted(index):
                 yield self._block(index, read())
+            # Arrow's allocator keeps freed buffers for reuse; over a long stream that grows with the data read.
+            pa.default_memory_pool().release_unused()
 
     def _block(self, index: int, table: Any) -> Block:
         payloads = table.column(self.image_column).to_pylist()
