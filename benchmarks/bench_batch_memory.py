@@ -8,7 +8,7 @@ birds525 photos with a `--taxa` index (450k by default: the `[batch, taxa]` prob
   dataset x N  the same under `accelerate launch`
 A narrow random model (ViT, width 64, 2 layers, 224 px, 512-d embeddings) keeps the runs short; image decoding,
 the index, the parts and the merge are the real ones. Printed: peak RSS of the largest process (sampled, DataLoader workers and ranks
-included) and of all processes together at each size, and the growth between sizes.
+included) and the PSS of all processes together (shared pages counted once) at each size, and the growth.
 
 Run: python benchmarks/bench_batch_memory.py [--sizes 200 1600] [--taxa 450000] [--processes 2]
 """
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in args.sizes:
                 runs.append(run_measured(mode_commands(mode, size, work, args.processes), env, work / "run.log"))
                 print(f"  {mode.replace('N', str(args.processes)):12s} {size:6d} images: {runs[-1].wall:6.1f} s, peak RSS "
-                      f"{runs[-1].peak_gib:.2f} GiB (all processes {runs[-1].peak_total_gib:.2f} GiB)", flush=True)  # fmt: skip
+                      f"{runs[-1].peak_gib:.2f} GiB (all processes, PSS: {runs[-1].peak_total_gib:.2f} GiB)", flush=True)  # fmt: skip
             growth = (runs[1].peak_gib - runs[0].peak_gib) * 1024
             total = (runs[1].peak_total_gib - runs[0].peak_total_gib) * 1024
             print(f"{mode.replace('N', str(args.processes)):12s} peak RSS {runs[0].peak_gib:.2f} -> {runs[1].peak_gib:.2f} "

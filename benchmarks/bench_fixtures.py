@@ -96,7 +96,8 @@ def offline_env(hf_home: Path, **extra: str) -> dict[str, str]:
 @dataclass
 class Measure:
     """One run: wall seconds, CPU seconds (user + system, children included: less sensitive than wall time to
-    other jobs on a shared machine), peak RSS in GiB of its largest process and of all its processes together."""
+    other jobs on a shared machine), peak RSS in GiB of its largest process, and peak PSS of all its processes
+    together (proportional set size: pages shared after fork are counted once, not once per worker)."""
 
     wall: float
     cpu: float
@@ -105,7 +106,7 @@ class Measure:
 
 
 class TreeRSS(threading.Thread):
-    """Samples the resident memory of a process and its descendants every 20 ms.
+    """Samples the resident memory (RSS, and PSS for the total) of a process and its descendants every 50 ms.
 
     (`getrusage`'s ru_maxrss cannot be used: Linux carries a parent's high-water mark across fork + exec, so
     every child would report at least the benchmark's own size.)
@@ -119,18 +120,20 @@ class TreeRSS(threading.Thread):
         import psutil
 
         root = psutil.Process(self.pid)
-        while not self.stop.wait(0.02):
+        while not self.stop.wait(0.05):
             try:
                 processes = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            sizes = []
+            rss, pss = [0], [0]
             for process in processes:
                 try:
-                    sizes.append(process.memory_info().rss)
+                    info = process.memory_full_info()
                 except psutil.NoSuchProcess:
-                    pass
-            self.peak, self.peak_total = max(self.peak, *sizes, 0), max(self.peak_total, sum(sizes))
+                    continue
+                rss.append(info.rss)
+                pss.append(info.pss)
+            self.peak, self.peak_total = max(self.peak, *rss), max(self.peak_total, sum(pss))
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> Measure:
