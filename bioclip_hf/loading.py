@@ -82,3 +82,19 @@ def load_model_and_processor(
     model.bioclip_source = model_provenance(name, revision)
     logger.info("loaded %s%s on %s", name, f"@{revision}" if revision else "", device)
     return model, processor
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """"float16"/"bfloat16" (or the torch dtypes) -> the torch dtype for autocast; None/"float32" -> None (off)."""
+    import torch
+
+    if dtype is None or dtype in ("float32", torch.float32):
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float16, torch.bfloat16):
+        return dtype
+    if dtype in ("float16", "bfloat16"):
+        return getattr(torch, dtype)
+    raise ValueError(f"unsupported dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")

@@ -194,6 +194,23 @@ def test_predict_log_records_provenance(bioclip2_cache, photos, tmp_path, capsys
     assert code == 2 and "must be a .json file" in err
 
 
+def test_predict_log_of_a_batch_run(bioclip2_cache, photos, tmp_path, capsys):
+    """With a written output (parts + merge), the log counts the same images and rows, and pybioclip's columns
+    survive the Parquet parts."""
+    import pandas as pd
+
+    log, out_file = tmp_path / "run.json", tmp_path / "preds.parquet"
+    code, _, err = run_cli(capsys, "predict", photos, "--rank", "family", "--k", 2, "--log", log, "--no-progress",
+                           "--columns", "pybioclip", "--output", out_file, "--num-workers", 0)  # fmt: skip
+    assert code == 0, err
+    table = pd.read_parquet(out_file)
+    assert list(table.columns) == ["file_name", "kingdom", "phylum", "class", "order", "family", "score"] and len(table) == 4
+    record = json.loads(log.read_text())
+    assert record["images"] == {"total": 3, "predicted": 2, "skipped": 1} and record["records"] == 4
+    assert record["skipped"][0]["file"].endswith("corrupt.jpg") and record["output"] == str(out_file.resolve())
+    assert record["model"]["commit"] == PINNED and record["settings"]["rank"] == "family"
+
+
 def test_online_resolution_records_the_commit_obtained(hub_server, tiny_open_clip, tmp_path):
     """Unpinned entries follow `main` on the Hub; the commit actually downloaded is what provenance reports."""
     from huggingface_hub import HfApi

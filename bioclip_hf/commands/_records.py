@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,10 @@ def write_records(
 def stream_records(
     batches: Iterable[Sequence[Mapping[str, Any]]], fmt: str = "csv", output: str | None = None, columns: Sequence[str] = ()
 ) -> int:
-    """Write batches of records as they arrive (CSV rows are flushed per batch, so a long run's finished rows
-    survive an interruption); JSON and table output are written at the end. Returns the number of records."""
-    if fmt != "csv":
+    """Write batches of records as they arrive: CSV rows and JSON list items are flushed per batch (memory stays
+    flat and a long run's finished rows survive an interruption); a table needs every row for its column widths,
+    so it is written at the end. Returns the number of records."""
+    if fmt not in ("csv", "json"):
         records = [record for batch in batches for record in batch]
         write_records(records, fmt, output, columns)
         return len(records)
@@ -77,11 +79,19 @@ def stream_records(
     count = 0
     try:
         writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
+        if fmt == "csv":
+            writer.writeheader()
         for batch in batches:
-            writer.writerows(batch)
+            if fmt == "csv":
+                writer.writerows(batch)
+            for record in batch if fmt == "json" else ():  # the bytes of format_records(records, "json")
+                item = textwrap.indent(json.dumps(record, indent=2, ensure_ascii=False), "  ")
+                handle.write(("[\n" if count == 0 else ",\n") + item)
+                count += 1
+            count += len(batch) if fmt == "csv" else 0
             handle.flush()
-            count += len(batch)
+        if fmt == "json":
+            handle.write("\n]\n" if count else "[]\n")
     finally:
         if handle is not sys.stdout:
             handle.close()

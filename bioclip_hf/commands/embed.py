@@ -1,55 +1,66 @@
-"""`bioclip-hf embed`: image embeddings to parquet (file + embedding columns) or .npy (+ .files.txt)."""
+"""`bioclip-hf embed`: image embeddings to Parquet (key + embedding columns, model in the metadata), .npy
+(+ .files.txt) or a Parquet dataset folder; optionally published as a Hub dataset."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ._records import add_model_arguments, quiet_library_skip_warnings, report_errors
-
-EMBED_SUFFIXES = (".parquet", ".npy")
+from ..taxonomy import RANKS
+from ._batch import add_input_arguments, add_run_arguments
+from ._records import add_model_arguments, quiet_library_skip_warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--output", "-o", required=True, help="emb.parquet (file, embedding) or emb.npy (+ emb.files.txt)")
+    add_input_arguments(parser)
+    parser.add_argument("--output", "-o", required=True,
+                        help="emb.parquet (key, embedding), emb.npy (+ emb.files.txt) or folder/ (Parquet dataset)")  # fmt: skip
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (not unit-length) embeddings")
+    parser.add_argument("--embedding-dtype", choices=("float32", "float16"), default="float32",
+                        help="stored precision (float16: half the size; default: float32)")  # fmt: skip
+    parser.add_argument("--predict-rank", type=str.lower, choices=RANKS, metavar="RANK",
+                        help="also store each image's top Tree-of-Life prediction at RANK (lineage, taxon, score "
+                        "columns), e.g. to colour an embedding explorer")  # fmt: skip
+    parser.add_argument("--index", help="Tree-of-Life index for --predict-rank (default: the model's)")
     add_model_arguments(parser)
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import BaseClassifier
+    from ..batch_inference import process_state
+    from ..classify import BaseClassifier, TreeOfLifeClassifier
     from ..cli import CLIError
+    from ..parquet_output import embeddings_table
+    from ._batch import check_batch_resume, make_source, plan_embed_output, run_batch, wants_batch_run
 
     quiet_library_skip_warnings()
-    output = Path(args.output)
-    if output.suffix.lower() not in EMBED_SUFFIXES:
-        raise CLIError(f"--output must end with {' or '.join(EMBED_SUFFIXES)}, got {output.name}")
-    embedder = BaseClassifier(model_name_or_path=args.model, revision=args.revision, device=args.device,
-                              batch_size=args.batch_size, progress=not args.no_progress,
-                              preprocess=args.preprocess)  # fmt: skip
-    files, features = embedder.embed_images(args.images, normalize=not args.no_normalize)
-    report_errors("embed", embedder.errors)
-    if not files:
-        raise CLIError("no readable images to embed")
-    save_embeddings(output, files, features.cpu().numpy())
-    print(f"wrote {len(files)} embeddings of dim {features.shape[1]} to {output}")
-    return 0
+    plan = plan_embed_output(args.output)
+    if args.index and not args.predict_rank:
+        raise CLIError("--index is used with --predict-rank only")
+    if args.predict_rank and plan.fmt == "npy":
+        raise CLIError("--predict-rank adds columns: write a .parquet file or a folder, not .npy")
+    state = process_state()
+    wants_batch_run(args, plan, state.world_size)
+    source = make_source(args)
+    check_batch_resume(args, plan, source)  # before the model loads
+    common = dict(model_name_or_path=args.model, revision=args.revision, device=state.device(args.device),
+                  batch_size=args.batch_size, progress=not args.no_progress, preprocess=args.preprocess)  # fmt: skip
+    embedder = TreeOfLifeClassifier(index=args.index, **common) if args.predict_rank else BaseClassifier(**common)
+
+    def to_table(keys, features):
+        table = embeddings_table(keys, source.key_column, features.cpu().numpy(), args.embedding_dtype)
+        if args.predict_rank:
+            table = with_top_prediction(table, embedder, features, args.predict_rank)
+        return table
+
+    return run_batch(args, plan, embedder, source, state, to_table, normalize=not args.no_normalize).code
 
 
-def save_embeddings(output: Path, files: list[str], array) -> None:
-    """parquet: one row per image (file, embedding list); npy: `[M, D]` float32 plus `<stem>.files.txt`."""
-    import numpy as np
+def with_top_prediction(table, classifier, features, rank: str):
+    """`table` plus the columns of each image's top-1 prediction at `rank` (its record minus file and rank)."""
+    import torch
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix.lower() == ".npy":
-        np.save(output, array.astype(np.float32))
-        output.with_suffix(".files.txt").write_text("".join(f"{file}\n" for file in files), encoding="utf-8")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        dim = array.shape[1]
-        values = pa.array(array.astype(np.float32).reshape(-1))
-        table = pa.table({"file": files, "embedding": pa.FixedSizeListArray.from_arrays(values, dim)})
-        pq.write_table(table, output)
+    unit = torch.nn.functional.normalize(features, dim=-1)  # --no-normalize keeps raw features in the table only
+    records = {record["file"]: record for record in classifier.predict_features(range(len(unit)), unit, 1, rank=rank)}
+    for name in [c for c in next(iter(records.values())) if c not in ("file", "rank")] if records else []:
+        table = table.append_column(name, [[records.get(i, {}).get(name) for i in range(len(unit))]])
+    return table

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from ..pybioclip_format import RECORD_KEYS, pybioclip_columns
 from ..taxonomy import RANKS
+from ._batch import add_input_arguments, add_run_arguments
 from ._records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors, stream_records
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    add_input_arguments(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--rank", type=str.lower, choices=RANKS, help="Tree-of-Life rank to predict (default: species)")
     mode.add_argument("--labels", "--cls", dest="labels",
@@ -24,12 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-embeddings", metavar="FILE", help="cache file for custom-label embeddings (.safetensors)")
     parser.add_argument("--k", type=int, default=5, help="predictions per image (default: 5)")
     parser.add_argument("--min-prob", type=float, default=1e-9, help="ignore species below this probability (default 1e-9)")
-    parser.add_argument("--format", choices=FORMATS, default="csv", help="output format (default: csv)")
+    parser.add_argument("--format", choices=(*FORMATS, "parquet"),
+                        help="output format (default: from the --output suffix, else csv)")  # fmt: skip
     parser.add_argument("--columns", choices=RECORD_KEYS, default="bioclip-hf",
                         help="column names and order: ours (default) or pybioclip's (file_name, classification, ...)")
-    parser.add_argument("--output", "-o", help="output file (default: stdout)")
+    parser.add_argument("--output", "-o", help="output file (.csv, .json, .parquet, ...) or folder/ (Parquet dataset; "
+                        "written in resumable parts); default: stdout")  # fmt: skip
     parser.add_argument("--log", metavar="RUN.json", help="write the run's provenance (model/index commits, preprocessing, versions, counts)")
     add_model_arguments(parser)
+    add_run_arguments(parser)
 
 
 def read_labels(value: str) -> list[str]:
@@ -69,26 +73,41 @@ def _subset(value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..classify import collect_images
-    from ..cli import CLIError
+    from ..batch_inference import process_state
     from ..provenance import check_run_log_path, now, run_log, write_run_log
+    from . import _batch
 
     quiet_library_skip_warnings()
     started = now()
     _check_arguments(args)
     if args.log:
         check_run_log_path(args.log)
-    images, missing = collect_images(args.images)
-    if not images:
-        report_errors("predict", missing)
-        raise CLIError(f"no images found in {' '.join(args.images)}")
-    classifier, batches, columns, settings = _classifier_and_batches(args)
-    count = stream_records(batches, args.format, args.output, columns)
-    report_errors("predict", classifier.errors)
-    if args.log:
-        log = run_log(classifier, settings, len(images) + len(missing), classifier.errors, started, args.output, count)
-        write_run_log(args.log, log)
-    return 0 if count or not classifier.errors else 1
+    plan = _batch.plan_predict_output(args.output, args.format)
+    state = process_state()
+    batch_run = _batch.wants_batch_run(args, plan, state.world_size)
+    source = _batch.make_source(args)  # fails on missing inputs (and resumes with other options) before the model loads
+    if batch_run:
+        _batch.check_batch_resume(args, plan, source)
+    classifier, options, columns, settings = _classifier(args, state.device(args.device))
+    if batch_run:
+        columns = [_batch.key_column_name(column, source.key_column) for column in columns]
+        to_table = _batch.prediction_rows(classifier, args.k, options, source.key_column)
+        result = _batch.run_batch(args, plan, classifier, source, state, to_table, columns)
+        count, errors, images = result.rows, result.errors, result.images
+    else:
+        classifier.optimize(dtype=args.dtype, compile=args.compile)
+        classifier.num_workers = args.num_workers
+        count = stream_records(classifier.iter_predict(source.paths, k=args.k, **options), plan.fmt, None, columns)
+        errors = source.errors + classifier.errors
+        images = len(source) + len(source.errors)
+        report_errors("predict", errors)
+        result = None
+    if args.log and state.is_main:
+        write_run_log(args.log, run_log(classifier, settings, images, errors, started,
+                                        str(plan.path) if plan.path else None, count))  # fmt: skip
+    if result is not None:
+        return result.code
+    return 0 if count or not errors else 1
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -106,16 +125,18 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise CLIError("--columns pybioclip applies to Tree-of-Life, --labels and --bins predictions (pybioclip has no few-shot)")
 
 
-def _classifier_and_batches(args: argparse.Namespace):
-    """(classifier, record batches, header columns, settings for the run log) for the chosen mode."""
+def _classifier(args: argparse.Namespace, device: str | None):
+    """(classifier, predict options, header columns, settings for the run log) for the chosen mode."""
     from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
     from ..taxonomy import Taxon
 
     pybioclip = args.columns == "pybioclip"
-    common = dict(model_name_or_path=args.model, revision=args.revision, device=args.device, batch_size=args.batch_size,
+    common = dict(model_name_or_path=args.model, revision=args.revision, device=device, batch_size=args.batch_size,
                   progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess)  # fmt: skip
     columns = pybioclip_columns(None) if pybioclip else ["file", "label", "score"]
-    settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess}
+    settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess,
+                      "dtype": args.dtype, "compile": args.compile}  # fmt: skip
+    options: dict = {}
     if args.labels:
         labels = read_labels(args.labels)
         classifier = CustomLabelsClassifier(labels, label_embeddings=args.label_embeddings, **common)
@@ -130,10 +151,9 @@ def _classifier_and_batches(args: argparse.Namespace):
         columns.append("distance")
         settings.update(mode="few-shot", examples=args.few_shot, classes=list(classifier.classes))
     else:
-        rank = args.rank or "species"
+        options = {"rank": args.rank or "species", "min_prob": args.min_prob}
         classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), index_revision=args.index_revision,
                                           **common)  # fmt: skip
-        settings.update(mode="tree-of-life", rank=rank, min_prob=args.min_prob, subset=args.subset)
-        columns = pybioclip_columns(rank) if pybioclip else list(taxon_record("", rank, Taxon(), 0.0))
-        return classifier, classifier.iter_predict(args.images, k=args.k, rank=rank, min_prob=args.min_prob), columns, settings
-    return classifier, classifier.iter_predict(args.images, k=args.k), columns, settings
+        settings.update(mode="tree-of-life", rank=options["rank"], min_prob=args.min_prob, subset=args.subset)
+        columns = pybioclip_columns(options["rank"]) if pybioclip else list(taxon_record("", options["rank"], Taxon(), 0.0))
+    return classifier, options, columns, settings

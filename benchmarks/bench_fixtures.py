@@ -1,0 +1,154 @@
+"""Shared setup for the end-to-end benchmarks: an offline HF cache holding a random `imageomics/bioclip` and a
+random TreeOfLife-10M-layout index, the birds525 photos, and a runner measuring wall time and peak RSS.
+
+The cache is exactly what both tools read with `HF_HUB_OFFLINE=1` and `HF_HOME=<root>`:
+`hub/models--imageomics--bioclip/snapshots/<sha>/` written by open_clip's own Hub writer (`save_for_hf`: config,
+safetensors and pickle weights), and `hub/datasets--imageomics--TreeOfLife-10M/snapshots/<sha>/embeddings/
+txt_emb_species.{npy,json}` (`[dim, N]` float32, `[[kingdom ... epithet], common]` names).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+BIRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "birds525"
+
+
+def snapshot(hf_home: Path, repo_id: str, repo_type: str) -> Path:
+    repo = hf_home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    path = repo / "snapshots" / COMMIT
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict | None = None, seed: int = 0,
+                logit_scale: float = 100.0) -> dict:  # fmt: skip
+    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer; returns its model config.
+
+    The temperature is set to BioCLIP's trained `logit_scale.exp()` of 100 (a fresh model has 1/0.07 = 14.3),
+    so probabilities are as peaked as with the released weights and the number of species above pybioclip's
+    `min_prob` (which its per-image grouping loops over) is realistic rather than all of them.
+    """
+    import types
+
+    import torch
+
+    from bioclip_hf.reference import import_open_clip
+
+    open_clip = import_open_clip()
+    from open_clip.push_to_hf_hub import save_for_hf
+
+    folder = snapshot(hf_home, "imageomics/bioclip", "model")
+    model_cfg = model_cfg or open_clip.get_model_config(architecture)
+    if (folder / "open_clip_config.json").is_file():
+        return json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(**model_cfg).eval()
+    model.logit_scale.data.fill_(math.log(logit_scale))
+    model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    save_for_hf(model, types.SimpleNamespace(save_pretrained=lambda directory: None), model_cfg, str(folder))
+    return model_cfg
+
+
+def write_index(hf_home: Path, num_taxa: int, dim: int = 512, seed: int = 1) -> None:
+    """A random TreeOfLife-10M-layout index of `num_taxa` species (`synthetic_tree` of bench_rank_aggregation)."""
+    import numpy as np
+    from bench_rank_aggregation import synthetic_tree
+
+    folder = snapshot(hf_home, "imageomics/TreeOfLife-10M", "dataset") / "embeddings"
+    folder.mkdir(exist_ok=True)
+    names_file = folder / "txt_emb_species.json"
+    if names_file.is_file() and len(json.loads(names_file.read_text())) == num_taxa:
+        return
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((dim, num_taxa), dtype=np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=0, keepdims=True)
+    np.save(folder / "txt_emb_species.npy", embeddings)
+    names_file.write_text(json.dumps(synthetic_tree(num_taxa, seed)))
+
+
+def bird_photos(count: int) -> list[str]:
+    """`count` photos spread over birds525's species (every k-th row of labels.csv)."""
+    with open(BIRDS / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if count > len(rows):
+        raise SystemExit(f"birds525 has {len(rows)} photos, {count} asked")
+    step = len(rows) // count
+    return [str(BIRDS / row["file"]) for row in rows[::step][:count]]
+
+
+def offline_env(hf_home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}  # fmt: skip
+
+
+@dataclass
+class Measure:
+    """One run: wall seconds, CPU seconds (user + system, children included: less sensitive than wall time to
+    other jobs on a shared machine), peak RSS in GiB of its largest process, and peak PSS of all its processes
+    together (proportional set size: pages shared after fork are counted once, not once per worker)."""
+
+    wall: float
+    cpu: float
+    peak_gib: float
+    peak_total_gib: float = 0.0
+
+
+class TreeRSS(threading.Thread):
+    """Samples the resident memory (RSS, and PSS for the total) of a process and its descendants every 50 ms.
+
+    (`getrusage`'s ru_maxrss cannot be used: Linux carries a parent's high-water mark across fork + exec, so
+    every child would report at least the benchmark's own size.)
+    """
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.peak_total, self.stop = pid, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self.stop.wait(0.05):
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            rss, pss = [0], [0]
+            for process in processes:
+                try:
+                    info = process.memory_full_info()
+                except psutil.NoSuchProcess:
+                    continue
+                rss.append(info.rss)
+                pss.append(info.pss)
+            self.peak, self.peak_total = max(self.peak, *rss), max(self.peak_total, sum(pss))
+
+
+def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> Measure:
+    """Run `command` and measure it (see `Measure`), or exit showing the end of its log on error."""
+    start = time.perf_counter()
+    with open(log or os.devnull, "w") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        sampler = TreeRSS(process.pid)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        sampler.stop.set()
+        sampler.join()
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
+        raise SystemExit(f"command failed ({process.returncode}): {' '.join(command[:6])} ...\n{tail}")
+    return Measure(seconds, usage.ru_utime + usage.ru_stime, sampler.peak / 2**30, sampler.peak_total / 2**30)

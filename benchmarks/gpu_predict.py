@@ -1,0 +1,127 @@
+"""Predict throughput on one device at float32 / float16 / bfloat16 (images/s), the Python half of gpu_predict.sh.
+
+A random ViT-B-16 BioCLIP (or `--tiny` for a CPU smoke test) and a random index of `--taxa` species live on
+`--device`. For each dtype, `TreeOfLifeClassifier.iter_predict` runs over `--images` photos (birds525, repeated,
+or generated JPEGs when absent): decoding in `--num-workers` DataLoader processes, pinned batches copied without
+blocking, the image encoder under autocast, probabilities and top-k in float32. Printed per dtype: end-to-end
+images/s, encoder-only images/s on a ready batch (the ceiling decoding must keep up with), and the top-5 agreement
+with float32. pybioclip has no half precision, so there is no peer row here.
+
+Run: python benchmarks/gpu_predict.py --device cuda --batch-size 256 --images 8192 --num-workers 16
+     python benchmarks/gpu_predict.py --device cpu --tiny --images 8 --batch-size 4 --taxa 100   (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+TINY_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 30, "layers": 2, "width": 32, "patch_size": 2, "head_width": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}  # fmt: skip
+
+
+def build_classifier(args: argparse.Namespace, scratch: Path):
+    """Random model + processor, and a random index written in the released TreeOfLife layout and loaded from it."""
+    import json
+
+    import numpy as np
+    import torch
+    from bench_rank_aggregation import synthetic_tree
+
+    from bioclip_hf import BioCLIPConfig, BioCLIPImageProcessor, BioCLIPModel, BioCLIPProcessor, load_tokenizer
+    from bioclip_hf.classify import TreeOfLifeClassifier
+
+    config = BioCLIPConfig.from_open_clip(TINY_CFG) if args.tiny else BioCLIPConfig.from_preset("bioclip")
+    torch.manual_seed(0)
+    model = BioCLIPModel(config).eval()
+    processor = BioCLIPProcessor(BioCLIPImageProcessor(size=config.vision_config.image_size), load_tokenizer())
+    embeddings = np.random.default_rng(1).standard_normal((config.projection_dim, args.taxa), dtype=np.float32)
+    np.save(scratch / "txt_emb_species.npy", embeddings / np.linalg.norm(embeddings, axis=0, keepdims=True))
+    (scratch / "txt_emb_species.json").write_text(json.dumps(synthetic_tree(args.taxa)))
+    return TreeOfLifeClassifier(index=scratch / "txt_emb_species.npy", model=model, processor=processor,
+                                device=args.device, batch_size=args.batch_size, num_workers=args.num_workers)  # fmt: skip
+
+
+def photo_paths(count: int, folder: Path | None, scratch: Path) -> list[str]:
+    """`count` paths: birds525 photos (repeated as needed), else random 224x224 JPEGs written to `scratch`."""
+    if folder is not None and folder.is_dir():
+        found = sorted(str(p) for p in folder.rglob("*.jpg"))
+    else:
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        found = []
+        for i in range(min(count, 64)):
+            path = scratch / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(path, quality=90)
+            found.append(str(path))
+    return [found[i % len(found)] for i in range(count)]
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def top5(classifier, paths: list[str]) -> tuple[float, list[frozenset]]:
+    """(seconds, the top-5 species of each image) for one full prediction pass."""
+    synchronize(str(classifier.device))
+    start = time.perf_counter()
+    batches = [batch for batch in classifier.iter_predict(paths, k=5, rank="species", min_prob=0.0)]
+    synchronize(str(classifier.device))
+    seconds = time.perf_counter() - start
+    records = [record for batch in batches for record in batch]
+    return seconds, [frozenset(r["species"] for r in records[i : i + 5]) for i in range(0, len(records), 5)]
+
+
+def encoder_only(classifier, repeats: int = 5) -> float:
+    """Images/s of the image encoder alone on a batch already on the device."""
+    import torch
+
+    size = classifier.model.config.vision_config.image_size
+    pixels = torch.randn(classifier.batch_size, 3, size, size, device=classifier.device)
+    classifier.encode_pixels(pixels)  # warm-up (kernel selection, autocast caches)
+    synchronize(str(classifier.device))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        classifier.encode_pixels(pixels)
+    synchronize(str(classifier.device))
+    return repeats * classifier.batch_size / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--num-workers", type=int, default=8)
+    parser.add_argument("--taxa", type=int, default=450_000)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"])
+    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "birds525")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model (CPU smoke test)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        classifier = build_classifier(args, Path(scratch))
+        paths = photo_paths(args.images, args.photos, Path(scratch))
+        print(f"device={classifier.device} batch={args.batch_size} images={len(paths)} workers={args.num_workers} "
+              f"taxa={args.taxa:,} model={'tiny' if args.tiny else 'ViT-B-16'}")  # fmt: skip
+        reference = None
+        for dtype in args.dtypes:
+            classifier.optimize(dtype=dtype)
+            top5(classifier, paths[: args.batch_size])  # warm-up: workers, kernels, autocast
+            seconds, predictions = top5(classifier, paths)
+            reference = reference or predictions
+            agree = sum(len(a & b) for a, b in zip(predictions, reference)) / (5 * len(reference))
+            print(f"{dtype:9s}: {len(paths) / seconds:9.1f} images/s end to end, encoder alone "
+                  f"{encoder_only(classifier):9.1f} images/s; top-5 agreement with {args.dtypes[0]} {agree:.1%}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
