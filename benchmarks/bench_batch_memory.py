@@ -49,7 +49,7 @@ def mode_commands(mode: str, size: int, work: Path, processes: int) -> list[str]
             write_dataset(photos, folder)
         inputs = ["--dataset", str(folder), "--id-column", "id"]
     output = work / f"{mode.replace(' ', '')}-{size}.csv"
-    command = ["-m", "bioclip_hf.cli", "predict", *inputs, "--k", "5", "--no-progress", "--part-size", "256",
+    command = ["-m", "bioclip_hf.cli", "predict", *inputs, "--model", "imageomics/bioclip", "--k", "5", "--no-progress", "--part-size", "256",
                "--output", str(output)]  # fmt: skip
     if " x " in mode:
         return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),

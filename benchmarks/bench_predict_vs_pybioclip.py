@@ -50,6 +50,7 @@ def agreement(a: dict[str, list[tuple]], b: dict[str, list[tuple]], k: int = 5) 
 def commands(photos: list[str], rank: str, out: Path, dtype: str = "float32") -> dict[str, list[str]]:
     return {
         "bioclip-hf": [sys.executable, "-m", "bioclip_hf.cli", "predict", *photos, "--rank", rank, "--k", "5",
+                       "--model", "imageomics/bioclip",
                        "--no-progress", "--output", str(out / f"ours-{rank}-{dtype}.csv"), "--dtype", dtype],
         "pybioclip": [sys.executable, "-m", "bioclip", "predict", *photos, "--rank", rank, "--k", "5",
                       "--model", "hf-hub:imageomics/bioclip", "--output", str(out / f"peer-{rank}.csv")],
