@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 @contextlib.contextmanager
@@ -37,18 +38,43 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file + fsync + rename."""
+def _new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the umask (read from /proc: setting it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces `path` (fsync + rename) only when the block ends without an error.
+
+    Readers see the old file or the whole new one, never a partial one; two writers racing each leave a
+    complete file (the last rename wins). For outputs too large to hold in memory as one `bytes`.
+
+    Example:
+        >>> with atomic_open("big.bin") as fh:  # doctest: +SKIP
+        ...     fh.write(array.data)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), _new_file_mode())  # mkstemp's 0600 would hide shared caches from other users
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file + fsync + rename."""
+    with atomic_open(path) as fh:
+        fh.write(data)
