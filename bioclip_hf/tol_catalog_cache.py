@@ -68,7 +68,9 @@ class PackedNames(Sequence):
 
     def __init__(self, offsets: np.ndarray, data: np.ndarray) -> None:
         self.offsets, self.data = offsets, data
-        self._bytes = memoryview(data)  # slicing a memoryview is ~2x faster than slicing the array
+        # Memoryviews index to Python ints and slice to bytes without numpy scalars: ~4x faster per name.
+        self._starts, self._bytes = memoryview(np.ascontiguousarray(offsets, dtype=np.int64)), memoryview(data)
+        self._len = len(offsets) - 1
 
     @classmethod
     def pack(cls, names: Sequence[str]) -> PackedNames:
@@ -78,16 +80,19 @@ class PackedNames(Sequence):
         return cls(offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8))
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self._len
 
     def __getitem__(self, item: Any) -> Any:
+        if type(item) is int and 0 <= item < self._len:  # the common case, first (taxon() per sample)
+            return self._bytes[self._starts[item] : self._starts[item + 1]].tobytes().decode("utf-8")
         if isinstance(item, slice):
-            return [self[i] for i in range(*item.indices(len(self)))]
+            return [self[i] for i in range(*item.indices(self._len))]
         i = operator.index(item)
-        i += len(self) if i < 0 else 0
-        if not 0 <= i < len(self):
-            raise IndexError(f"name {item} of {len(self)}")
-        return str(self._bytes[int(self.offsets[i]) : int(self.offsets[i + 1])], "utf-8")
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(f"name {item} of {self._len}")
+        return self._bytes[self._starts[i] : self._starts[i + 1]].tobytes().decode("utf-8")
 
     @property
     def nbytes(self) -> int:

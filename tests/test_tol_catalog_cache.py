@@ -79,6 +79,17 @@ def test_cached_lookup_is_the_in_memory_one_and_a_warm_start_never_reads_the_cat
     assert all(isinstance(names, PackedNames) for names in warm.vocab) and warm.nbytes < cache.stat().st_size
 
 
+def test_packed_names_read_back_as_the_list_they_pack():
+    names = ["Aves", "", "é-ünïcode", "Corvus corax", "common name 12"]
+    packed = PackedNames.pack(names)
+    assert len(packed) == len(names) and list(packed) == names and packed[1:4] == names[1:4]
+    assert (packed[-1], packed[np.int32(2)], packed[True]) == (names[-1], names[2], names[1])  # index-like keys
+    for bad in (len(names), -len(names) - 1):
+        with pytest.raises(IndexError):
+            packed[bad]
+    assert list(PackedNames.pack([])) == []
+
+
 def test_treeoflife_200m_parquet_and_non_uuid_ids(tmp_path):
     keys = make_tol200m_folder(tmp_path / "tol200m", num_images=12, per_shard=4)
     catalog = tmp_path / "tol200m" / "catalog.parquet"
