@@ -1,6 +1,6 @@
 """A cache of what loading a Tree-of-Life index derives from its files (columnar taxa, clade ids per rank, problem
 flags), written next to the downloaded files so the next load reads a memory-mapped Arrow file instead of parsing
-~65 MB of JSON and scanning a 2.7 GB matrix.
+~65 MB of JSON and scanning a 2.7 GB matrix. (`tol_catalog_cache` caches TreeOfLife catalog lookups the same way.)
 
 The cache is keyed on the source files (resolved path, size, modification time): replacing a file (a new Hub
 revision, a rebuilt index) invalidates it. Where the index folder is read-only (a shared HPC cache) it goes to
@@ -40,13 +40,22 @@ def source_signature(*files: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def cache_locations(names_file: str | os.PathLike) -> list[Path]:
-    """Where the cache of an index whose taxa live in `names_file` is looked for and written, in order."""
+def cache_locations(names_file: str | os.PathLike, suffix: str = CACHE_SUFFIX, folder: str = "tol-index") -> list[Path]:
+    """Where the cache derived from `names_file` is looked for and written, in order: beside it
+    (`<stem><suffix>`), then `$BIOCLIP_HF_CACHE/<folder>/` (for read-only folders) under a digest of its path.
+
+    Example:
+        >>> cache_locations("/data/txt_emb_species.json")[0].name
+        'txt_emb_species.bioclip-hf-cache.arrow'
+    """
     names_file = Path(names_file)
-    beside = names_file.with_name(names_file.stem + CACHE_SUFFIX)
-    root = Path(os.environ.get("BIOCLIP_HF_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bioclip_hf")
+    beside = names_file.with_name(names_file.stem + suffix)
+    root = Path(
+        os.environ.get("BIOCLIP_HF_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bioclip_hf"
+    )
     digest = hashlib.sha256(str(names_file.resolve()).encode()).hexdigest()[:20]
-    return [beside, root / "tol-index" / f"{digest}{CACHE_SUFFIX}"]
+    return [beside, root / folder / f"{digest}{suffix}"]
 
 
 def read_cache(names_file: str | os.PathLike, signature: list[dict[str, Any]]) -> tuple[TaxaColumns, np.ndarray] | None:

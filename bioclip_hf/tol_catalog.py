@@ -8,10 +8,11 @@ TreeOfLife-200M's `catalog.parquet` ~200M, so the lookup holds no Python object 
 - splits: a bit mask per id (an id listed under several splits, like train + train_small, keeps all bits).
 
 The catalog is read with Arrow's multithreaded CSV/Parquet readers straight into dictionary-encoded
-columns. `benchmarks/bench_catalog_memory.py` measures the peak RSS per million rows.
+columns. `benchmarks/bench_catalog_memory.py` measures the peak RSS per million rows. `CatalogIndex.load_cached`
+builds it once into an on-disk cache that every process memory-maps (`bioclip_hf.tol_catalog_cache`).
 
 Example:
-    >>> index = CatalogIndex.load("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
+    >>> index = CatalogIndex.load_cached("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
     >>> row = index.lookup("4fe2a6ab-..."); index.in_split(row, "train"), index.taxon(row)  # doctest: +SKIP
 """
 
@@ -123,7 +124,7 @@ def _batch_ids(column: Any) -> np.ndarray:
         # Equal lengths (uuids): the data buffer already is the fixed-width array.
         offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=column.offset + n + 1)
         return np.frombuffer(column.buffers()[2], dtype=f"S{width}", count=n, offset=int(offsets[column.offset])).copy()
-    return np.array([value or "" for value in column.to_pylist()], dtype=f"S{width}")
+    return np.array([(value or "").encode("utf-8") for value in column.to_pylist()], dtype=f"S{width}")
 
 
 _DASHES = (8, 13, 18, 23)
@@ -226,13 +227,16 @@ def _split_codes(codes: np.ndarray | None, names: list[str]) -> tuple[list[str],
 
 
 class CatalogIndex:
-    """Sorted-id lookup over a catalog (see the module docstring); build with `CatalogIndex.load`.
+    """Sorted-id lookup over a catalog (see the module docstring); build with `CatalogIndex.load` (in this
+    process's memory) or `CatalogIndex.load_cached` (memory-mapped from a cache shared by processes).
 
     Attributes:
         ids: sorted unique ids (`S<width>`).
         split_names: the split names; bit i of `split_masks[row]` marks membership of split i.
         counts: per split, the number of ids that have an image (see `CatalogSchema.image_marker`).
         num_rows: rows read from the file (before merging ids listed under several splits).
+        vocab: per rank column (and the common name) the names its codes index (None: no such column).
+        mapped_from: the cache file the arrays are mapped from (None: held in memory).
     """
 
     def __init__(self, ids: np.ndarray, split_masks: np.ndarray, split_names: list[str], codes: list[np.ndarray],
@@ -240,6 +244,7 @@ class CatalogIndex:
         self.ids, self.split_masks, self.split_names = ids, split_masks, split_names
         self.codes, self.vocab, self.counts, self.num_rows = codes, vocab, counts, num_rows
         self.uuids = uuids  # ids are packed 16-byte uuids (see `pack_uuids`)
+        self.mapped_from: Path | None = None
 
     @classmethod
     def load(cls, path: str | Path, schema: CatalogSchema) -> CatalogIndex:
@@ -252,6 +257,18 @@ class CatalogIndex:
         logger.info("catalog %s: %d rows, %d ids, images per split %s (%.1f MB in memory)", path, index.num_rows,
                     len(index.ids), index.counts, index.nbytes / 1e6)  # fmt: skip
         return index
+
+    @classmethod
+    def load_cached(cls, path: str | Path, schema: CatalogSchema) -> CatalogIndex:
+        """The same index, memory-mapped from an on-disk cache built once per catalog (by the first process to
+        take its lock; the others wait, then map it): N processes on a node share one copy.
+
+        Example:
+            >>> index = CatalogIndex.load_cached("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
+        """
+        from .tol_catalog_cache import open_catalog_index
+
+        return open_catalog_index(path, schema)
 
     @staticmethod
     def _read(path: str | Path, schema: CatalogSchema) -> tuple:
@@ -315,8 +332,9 @@ class CatalogIndex:
     # -- lookups ----------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        """Bytes held by the id, mask and code arrays plus the name dictionaries."""
-        names = sum(sys.getsizeof(name) for names in self.vocab if names is not None for name in names)
+        """Bytes of the id, mask and code arrays plus the name dictionaries (mapped or held)."""
+        names = sum(names.nbytes if hasattr(names, "nbytes") else sum(sys.getsizeof(name) for name in names)
+                    for names in self.vocab if names is not None)  # fmt: skip
         return int(self.ids.nbytes + self.split_masks.nbytes + sum(c.nbytes for c in self.codes) + names)
 
     def __len__(self) -> int:
@@ -354,4 +372,13 @@ class CatalogIndex:
         return Taxon.from_dict({**dict(zip(RANKS, values[:-1])), "common_name": values[-1]}).to_dict()
 
 
-__all__ = ["CATALOG_RANK_COLUMNS", "CatalogIndex", "CatalogSchema", "TOL10M_SCHEMA", "TOL200M_SCHEMA", "iter_catalog_batches", "pack_uuids", "unpack_uuids"]
+__all__ = [
+    "CATALOG_RANK_COLUMNS",
+    "CatalogIndex",
+    "CatalogSchema",
+    "TOL10M_SCHEMA",
+    "TOL200M_SCHEMA",
+    "iter_catalog_batches",
+    "pack_uuids",
+    "unpack_uuids",
+]

@@ -6,9 +6,10 @@
 - **TreeOfLife-200M** (local): `shard-######.tar` rebuilt with Imageomics' distributed-downloader /
   TreeOfLife-toolbox (members `<uuid>.jpg`, other members ignored) + `catalog.parquet` keyed by `uuid`.
 
-Captions are joined from the catalog by the member's id (`CatalogIndex`, loaded once per process and shared
-with forked loader workers); the catalog's `split` column is honoured. Images without a catalog row are
-skipped and counted (`no_catalog_row`), images of another split are skipped and counted (`other_split`).
+Captions are joined from the catalog by the member's id (`CatalogIndex`, built once into an on-disk cache that
+every process and loader worker memory-maps: `tol_catalog_cache`); the catalog's `split` column is honoured.
+Images without a catalog row are skipped and counted (`no_catalog_row`), images of another split are skipped and
+counted (`other_split`).
 The samples look like our shards' (`jpg` + `taxon.json`), so the rest of `bioclip_hf.data` is shared.
 
 Example:
@@ -74,8 +75,8 @@ class ToLSource:
 
 @functools.lru_cache(maxsize=4)
 def load_catalog_index(catalog: str, kind: str) -> CatalogIndex:
-    """The catalog's `CatalogIndex`, read once per process (forked DataLoader workers inherit it)."""
-    return CatalogIndex.load(catalog, SCHEMAS[kind])
+    """The catalog's `CatalogIndex`, memory-mapped from its cache (built by the first process of a node)."""
+    return CatalogIndex.load_cached(catalog, SCHEMAS[kind])
 
 
 def _missing(parts: dict[str, bool]) -> list[str]:
@@ -123,7 +124,9 @@ def _hub_source(repo_id: str) -> ToLSource | None:
         return None
     missing = _missing({f"{EOL_DIR}/{EOL_PATTERN}": bool(eol), TOL10M_CATALOG: has_catalog})
     if missing:
-        raise FileNotFoundError(f"dataset repo {repo_id} is an incomplete TreeOfLife-10M layout: missing {' and '.join(missing)}")
+        raise FileNotFoundError(
+            f"dataset repo {repo_id} is an incomplete TreeOfLife-10M layout: missing {' and '.join(missing)}"
+        )
     catalog = hf_hub_download(repo_id, TOL10M_CATALOG, repo_type="dataset")
     shards = tuple(f"hf://datasets/{repo_id}/{name}" for name in eol)
     return ToLSource("treeoflife-10m", repo_id, catalog, shards)
@@ -209,7 +212,7 @@ def tol_stream(source: ToLSource, split: str = "train"):
     import datasets
 
     try:
-        source.index().split_bit(split)  # load the catalog now (workers inherit it) and fail early on a bad split
+        source.index().split_bit(split)  # map (or build) the catalog's lookup now and fail early on a bad split
     except ValueError as err:
         raise ValueError(f"dataset {source.location}: {err}") from None
     kwargs = {"shards": list(source.shards), "catalog": source.catalog, "kind": source.kind, "split": split}
@@ -245,7 +248,10 @@ def write_split_shards(source: ToLSource, split: str, out: str | Path, rank: int
             if count % shard_size == 0:
                 tar = _next_shard(tar, scratch / f"shard-{count // shard_size:06d}.tar")
             key = example["__key__"]
-            for name, data in ((f"{key}.jpg", example["jpg"]["bytes"]), (f"{key}.taxon.json", json.dumps(example["taxon.json"]).encode())):
+            for name, data in (
+                (f"{key}.jpg", example["jpg"]["bytes"]),
+                (f"{key}.taxon.json", json.dumps(example["taxon.json"]).encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
