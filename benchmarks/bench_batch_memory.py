@@ -8,9 +8,10 @@ birds525 photos with a `--taxa` index (450k by default: the `[batch, taxa]` prob
   dataset x N  the same under `accelerate launch`
 A narrow random model (ViT, width 64, 2 layers, 224 px, 512-d embeddings) keeps the runs short; image decoding,
 the index, the parts and the merge are the real ones. Printed: peak RSS of the largest process (sampled, DataLoader workers and ranks
-included) and the PSS of all processes together (shared pages counted once) at each size, and the growth.
+included) and the PSS of all processes together (shared pages counted once; split into anonymous memory, mapped
+files, which the kernel can reclaim, and shared memory) at each size, and the growth.
 
-Run: python benchmarks/bench_batch_memory.py [--sizes 200 1600] [--taxa 450000] [--processes 2]
+Run: python benchmarks/bench_batch_memory.py [--sizes 200 1600] [--taxa 450000] [--processes 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_fixtures import bird_photos, offline_env, run_measured, write_index, write_model
+from bench_fixtures import Measure, bird_photos, offline_env, run_measured, write_index, write_model
 
 NARROW = {"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}  # fmt: skip
@@ -38,7 +39,7 @@ def write_dataset(photos: list[str], folder: Path) -> Path:
     return folder
 
 
-def mode_commands(mode: str, size: int, work: Path, processes: int) -> list[str]:
+def mode_commands(mode: str, size: int, work: Path, processes: int, part_size: int = 256) -> list[str]:
     photos = bird_photos(size)
     listing = work / f"list-{size}.txt"
     listing.write_text("".join(f"{p}\n" for p in photos))
@@ -49,12 +50,21 @@ def mode_commands(mode: str, size: int, work: Path, processes: int) -> list[str]
             write_dataset(photos, folder)
         inputs = ["--dataset", str(folder), "--id-column", "id"]
     output = work / f"{mode.replace(' ', '')}-{size}.csv"
-    command = ["-m", "bioclip_hf.cli", "predict", *inputs, "--model", "imageomics/bioclip", "--k", "5", "--no-progress", "--part-size", "256",
+    command = ["-m", "bioclip_hf.cli", "predict", *inputs, "--model", "imageomics/bioclip", "--k", "5", "--no-progress", "--part-size", str(part_size),
                "--output", str(output)]  # fmt: skip
     if " x " in mode:
         return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *command]  # fmt: skip
     return [sys.executable, *command]
+
+
+def split_text(run: Measure) -> str:
+    return ", ".join(f"{kind} {size:.2f}" for kind, size in run.peak_split_gib.items())
+
+
+def median_run(runs: list[Measure]) -> Measure:
+    """The run with the median peak RSS (the upper median for an even count)."""
+    return sorted(runs, key=lambda run: run.peak_gib)[len(runs) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taxa", type=int, default=450_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["files", "files x N", "dataset", "dataset x N"])
+    parser.add_argument("--part-size", type=int, default=256,
+                        help="images per block; compare sizes that keep every decoding worker busy (>= workers x "
+                        "processes blocks: idle workers exit early and hold no memory at the peak)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per size; the run with the median peak is compared (peaks vary by ~0.3 GiB run to run)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bioclip-bench-hf-narrow")
     args = parser.parse_args(argv)
 
@@ -75,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             runs = []
             for size in args.sizes:
-                runs.append(run_measured(mode_commands(mode, size, work, args.processes), env, work / "run.log"))
-                print(f"  {mode.replace('N', str(args.processes)):12s} {size:6d} images: {runs[-1].wall:6.1f} s, peak RSS "
-                      f"{runs[-1].peak_gib:.2f} GiB (all processes, PSS: {runs[-1].peak_total_gib:.2f} GiB)", flush=True)  # fmt: skip
+                repeats = []
+                for _ in range(args.repeats):
+                    repeats.append(run_measured(mode_commands(mode, size, work, args.processes, args.part_size), env, work / "run.log"))
+                    print(f"  {mode.replace('N', str(args.processes)):12s} {size:6d} images: {repeats[-1].wall:6.1f} s, peak RSS "
+                          f"{repeats[-1].peak_gib:.2f} GiB (all processes, PSS: {repeats[-1].peak_total_gib:.2f} GiB = "
+                          f"{split_text(repeats[-1])})", flush=True)  # fmt: skip
+                runs.append(median_run(repeats))
             growth = (runs[1].peak_gib - runs[0].peak_gib) * 1024
             total = (runs[1].peak_total_gib - runs[0].peak_total_gib) * 1024
             print(f"{mode.replace('N', str(args.processes)):12s} peak RSS {runs[0].peak_gib:.2f} -> {runs[1].peak_gib:.2f} "

@@ -16,7 +16,7 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -103,11 +103,15 @@ class Measure:
     cpu: float
     peak_gib: float
     peak_total_gib: float = 0.0
+    peak_split_gib: dict[str, float] = field(default_factory=dict)  # the total's anon / file / shmem parts
 
 
 class TreeRSS(threading.Thread):
-    """Samples the resident memory (RSS, and PSS for the total) of a process and its descendants every 50 ms.
+    """Samples the memory of a process and its descendants every 50 ms: each one's peak RSS, and the PSS total.
 
+    Each process's peak is its kernel high-water mark (`VmHWM` in /proc/PID/status: exact, so short spikes
+    between samples count, and reset by exec), read at every sample; the total is sampled, so it can miss spikes.
+    The total's split at its peak is kept too: anonymous (heap), file-backed (mapped files: reclaimable) and shmem.
     (`getrusage`'s ru_maxrss cannot be used: Linux carries a parent's high-water mark across fork + exec, so
     every child would report at least the benchmark's own size.)
     """
@@ -115,6 +119,7 @@ class TreeRSS(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid, self.peak, self.peak_total, self.stop = pid, 0, 0, threading.Event()
+        self.peak_split = {"anon": 0, "file": 0, "shmem": 0}
 
     def run(self) -> None:
         import psutil
@@ -125,15 +130,39 @@ class TreeRSS(threading.Thread):
                 processes = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            rss, pss = [0], [0]
+            split = {"anon": 0, "file": 0, "shmem": 0}
             for process in processes:
-                try:
-                    info = process.memory_full_info()
-                except psutil.NoSuchProcess:
-                    continue
-                rss.append(info.rss)
-                pss.append(info.pss)
-            self.peak, self.peak_total = max(self.peak, *rss), max(self.peak_total, sum(pss))
+                self.peak = max(self.peak, high_water_mark(process.pid))
+                for key, value in pss_split(process.pid).items():
+                    split[key] += value
+            if sum(split.values()) > self.peak_total:
+                self.peak_total, self.peak_split = sum(split.values()), split
+
+
+def pss_split(pid: int) -> dict[str, int]:
+    """Proportional set size of process `pid` in bytes by kind (anon, file, shmem), from /proc/PID/smaps_rollup."""
+    out = {"anon": 0, "file": 0, "shmem": 0}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                name, _, rest = line.partition(":")
+                if name in ("Pss_Anon", "Pss_File", "Pss_Shmem"):
+                    out[name[4:].lower()] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def high_water_mark(pid: int) -> int:
+    """Peak resident bytes of process `pid` since its exec (`VmHWM`), 0 where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_measured(command: list[str], env: dict[str, str], log: Path | None = None) -> Measure:
@@ -151,4 +180,5 @@ def run_measured(command: list[str], env: dict[str, str], log: Path | None = Non
     if process.returncode != 0:
         tail = Path(log).read_text(errors="replace")[-2000:] if log else ""
         raise SystemExit(f"command failed ({process.returncode}): {' '.join(command[:6])} ...\n{tail}")
-    return Measure(seconds, usage.ru_utime + usage.ru_stime, sampler.peak / 2**30, sampler.peak_total / 2**30)
+    split = {kind: size / 2**30 for kind, size in sampler.peak_split.items()}
+    return Measure(seconds, usage.ru_utime + usage.ru_stime, sampler.peak / 2**30, sampler.peak_total / 2**30, split)

@@ -169,7 +169,7 @@ class DatasetSource:
                     raise ValueError(f"dataset {self.name} has no split {self.split!r}; its splits: {', '.join(dataset)}")
                 dataset = dataset[self.split]
         else:
-            dataset = datasets.load_dataset(self.name, self.config, split=self.split, streaming=True)
+            dataset = _stream(self.name, self.config, self.split)
         return self._prepare(dataset)
 
     def _prepare(self, dataset: Any) -> Any:
@@ -235,3 +235,22 @@ class DatasetSource:
         else:
             keys = list(range(index * self.block_size, index * self.block_size + table.num_rows))
         return Block(index, keys, payloads)
+
+
+def _stream(name: str, config: str | None, split: str) -> Any:
+    """`load_dataset(..., streaming=True)`; Parquet data (Hub image datasets) is read without pre-buffering.
+
+    Arrow pre-buffers a Parquet file's row groups and keeps them until the file is done, so every decoding worker
+    (each reads the whole stream) would hold up to a whole shard of image bytes; without it a reader holds one
+    row group. Other builders have no such option and are streamed as they are.
+    """
+    import datasets
+    import pyarrow.dataset as pads
+
+    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    try:
+        return datasets.load_dataset(name, config, split=split, streaming=True, fragment_scan_options=options)
+    except ValueError as err:
+        if "fragment_scan_options" not in str(err):
+            raise
+    return datasets.load_dataset(name, config, split=split, streaming=True)

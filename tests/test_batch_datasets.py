@@ -59,6 +59,31 @@ def test_dataset_on_disk_and_streamed_folder_equal_the_files(batch_workspace, ti
     assert list(csv.reader(open(tmp_path / "b.errors.csv")))[1][0] == "6"
 
 
+def test_streamed_image_folder_and_parquet_reader_options(batch_workspace, tiny_hf_dir, capsys, tmp_path):  # noqa: F811
+    """An `imagefolder` dataset (a builder without Parquet scan options) streams like files; Parquet data is read
+    without pre-buffering (a worker would otherwise hold a whole shard of image bytes)."""
+    import shutil
+
+    from bioclip_hf.image_sources import _stream
+
+    paths = sorted((batch_workspace / "photos").rglob("*.png"))[:NUM_IMAGES]
+    folder = tmp_path / "imagefolder" / "train"
+    folder.mkdir(parents=True)
+    for i, path in enumerate(paths):
+        shutil.copy(path, folder / f"{i}.png")  # sorted names: the folder's order is the files' order
+    listing = tmp_path / "files.txt"
+    listing.write_text("".join(f"{folder / f'{i}.png'}\n" for i in range(len(paths))))
+    code, _, _ = embed(capsys, tiny_hf_dir, "--files", listing, "--num-workers", 0, "-o", tmp_path / "files.parquet")
+    assert code == 0
+    code, _, err = embed(capsys, tiny_hf_dir, "--dataset", tmp_path / "imagefolder", "--num-workers", 0, "-o", tmp_path / "f.parquet")
+    assert code == 0, err
+    assert np.array_equal(embeddings(tmp_path / "f.parquet")[2], embeddings(tmp_path / "files.parquet")[2])
+
+    image_dataset(batch_workspace)[0].to_parquet(tmp_path / "pq" / "data" / "train-00000-of-00001.parquet")
+    options = _stream(str(tmp_path / "pq"), None, "train")._ex_iterable.generate_tables_fn.__self__.config.fragment_scan_options
+    assert options is not None and options.pre_buffer is False
+
+
 def test_dataset_errors_name_what_exists(batch_workspace, tiny_hf_dir, capsys, tmp_path):  # noqa: F811
     dataset, _ = image_dataset(batch_workspace)
     dataset.save_to_disk(tmp_path / "ds")
