@@ -142,31 +142,22 @@ def make_loader(dataset: torch.utils.data.IterableDataset, num_workers: int, pin
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
         collate_fn=_identity, prefetch_factor=2 if num_workers else None,
-        worker_init_fn=_system_arrow_pool if num_workers else None,
+        worker_init_fn=_init_decoding_worker if num_workers else None,
     )  # fmt: skip
 
 
-def _system_arrow_pool(_worker_id: int) -> None:
+def _init_decoding_worker(_worker_id: int) -> None:
     """Keep a decoding worker's memory flat over a long stream (every block of a streamed dataset passes through
     every worker): Arrow buffers come from malloc rather than Arrow's pool (mimalloc kept a worker growing by tens of
-    KB per image read, even after `release_unused`), and glibc hands large blocks back to the system instead of
-    letting its heap fragment (fixed mmap/trim thresholds: glibc's adaptive ones drift up to 32 MB). Measured with
-    `benchmarks/bench_batch_memory.py`. Set in our worker processes only, never in the user's."""
-    import ctypes
-    import ctypes.util
-
+    KB per image read, even after `release_unused`), and glibc returns large blocks instead of letting its heap
+    fragment. Measured with `benchmarks/bench_batch_memory.py`. Set in our worker processes only, never in the
+    user's."""
     import pyarrow as pa
 
+    from .memory_utils import return_large_blocks
+
     pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        for option in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD):
-            libc.mallopt(option, 64 * 1024)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators need no tuning here
-        pass
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+    return_large_blocks()
 
 
 def image_loader(items: Sequence[Any], transform: Callable[[Any], Any], batch_size: int, num_workers: int = 0,

@@ -119,9 +119,15 @@ def iter_records(parts: Mapping[int, Path]) -> Iterator[list[dict[str, Any]]]:
         yield table.to_pylist()
 
 
-def collect_errors(parts: Mapping[int, Path]) -> list[dict[str, Any]]:
-    """The unreadable inputs recorded in the parts, in input order."""
-    return [error for path in parts.values() for error in part_info(path).get("errors", [])]
+def part_totals(parts: Mapping[int, Path]) -> tuple[list[dict[str, Any]], int]:
+    """(the unreadable inputs recorded in the parts, in input order; the inputs they covered), one footer read each."""
+    errors: list[dict[str, Any]] = []
+    images = 0
+    for path in parts.values():
+        info = part_info(path)
+        errors += info.get("errors", [])
+        images += int(info.get("images", 0))
+    return errors, images
 
 
 def merge_parquet(parts: Mapping[int, Path], output: str | os.PathLike, metadata: Mapping[str, Any] | None = None,

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .memory_utils import release_freed_memory
 from .tol_cache import cache_locations, source_signature
 from .tol_catalog import CatalogIndex, CatalogSchema
 
@@ -243,19 +244,6 @@ def _build_lock(locations: list[Path]) -> Iterator[Path | None]:
     yield None
 
 
-def _release_freed_memory() -> None:
-    """Hand the build's freed buffers (Arrow's pool, glibc's heap) back to the OS: the builder keeps only the
-    mapped copy, like the processes that waited for it."""
-    import ctypes
-    import ctypes.util
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc: nothing to trim
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-
-
 def open_catalog_index(catalog: str | os.PathLike, schema: CatalogSchema, cache: bool = True) -> CatalogIndex:
     """The catalog's lookup, memory-mapped from its cache; built and written first where no valid cache exists.
 
@@ -291,7 +279,7 @@ def open_catalog_index(catalog: str | os.PathLike, schema: CatalogSchema, cache:
             if index is not None:
                 logger.info("wrote catalog lookup cache %s", path)
                 del built  # this process, too, keeps only the mapped copy
-                _release_freed_memory()
+                release_freed_memory()
                 return index
     logger.warning("no writable place for the catalog lookup cache of %s (set BIOCLIP_HF_CACHE); it is held in "
                    "this process's memory", catalog)  # fmt: skip

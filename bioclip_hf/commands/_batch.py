@@ -205,14 +205,19 @@ def check_batch_resume(args: argparse.Namespace, plan: OutputPlan, source: Any) 
     return run
 
 
+def apply_speed_options(classifier: Any, args: argparse.Namespace) -> None:
+    """--dtype, --compile and --num-workers, for batch runs and streamed output alike."""
+    classifier.optimize(dtype=args.dtype, compile=args.compile)
+    classifier.num_workers = args.num_workers
+
+
 def run_batch(args: argparse.Namespace, plan: OutputPlan, classifier: Any, source: Any, state: Any,
               to_table: Callable[[list[Any], Any], Any], columns: Sequence[str] = (), normalize: bool = True) -> BatchResult:  # fmt: skip
     """Run (or resume) the blocks of this process, then, on the main process, merge, report and push."""
     from ..batch_inference import run_blocks
     from ._records import report_errors
 
-    classifier.optimize(dtype=args.dtype, compile=args.compile)
-    classifier.num_workers = args.num_workers
+    apply_speed_options(classifier, args)
     metadata = output_metadata(args, classifier)
     run = check_batch_resume(args, plan, source)
     run_blocks(classifier, source, plan.parts, to_table, run, metadata, state, normalize, progress=not args.no_progress)
@@ -254,8 +259,9 @@ def finalize(args: argparse.Namespace, plan: OutputPlan, source: Any, metadata: 
 
     parts = parts_io.list_parts(plan.parts)
     parts_io.check_complete(parts, source.num_blocks)
-    errors = [{"key": error["file"], "error": error["error"]} for error in source.errors] + parts_io.collect_errors(parts)
-    images = len(source.errors) + sum(int(parts_io.part_info(path)["images"]) for path in parts.values())
+    part_errors, part_images = parts_io.part_totals(parts)
+    errors = [{"key": error["file"], "error": error["error"]} for error in source.errors] + part_errors
+    images = len(source.errors) + part_images
     if plan.kind == "folder":
         rows = parts_io.write_manifest(plan.path, parts, {"metadata": metadata, "inputs": source.fingerprint()})
     elif plan.fmt == "parquet":

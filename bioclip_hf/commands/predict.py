@@ -93,21 +93,15 @@ def run(args: argparse.Namespace) -> int:
         columns = [_batch.key_column_name(column, source.key_column) for column in columns]
         to_table = _batch.prediction_rows(classifier, args.k, options, source.key_column)
         result = _batch.run_batch(args, plan, classifier, source, state, to_table, columns)
-        count, errors, images = result.rows, result.errors, result.images
     else:
-        classifier.optimize(dtype=args.dtype, compile=args.compile)
-        classifier.num_workers = args.num_workers
+        _batch.apply_speed_options(classifier, args)
         count = stream_records(classifier.iter_predict(source.paths, k=args.k, **options), plan.fmt, None, columns)
-        errors = source.errors + classifier.errors
-        images = len(source) + len(source.errors)
-        report_errors("predict", errors)
-        result = None
+        result = _batch.BatchResult(count, source.errors + classifier.errors, len(source) + len(source.errors))
+        report_errors("predict", result.errors)
     if args.log and state.is_main:
-        write_run_log(args.log, run_log(classifier, settings, images, errors, started,
-                                        str(plan.path) if plan.path else None, count))  # fmt: skip
-    if result is not None:
-        return result.code
-    return 0 if count or not errors else 1
+        write_run_log(args.log, run_log(classifier, settings, result.images, result.errors, started,
+                                        str(plan.path) if plan.path else None, result.rows))  # fmt: skip
+    return result.code
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
