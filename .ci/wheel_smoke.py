@@ -49,8 +49,8 @@ except ImportError:
 # Package data from the repository's linked folders (evals/, model_card.md, configs/) must be in the wheel.
 from bioclip_hf.evaluation.harness import METRICS_DIR
 from bioclip_hf.evaluation.tasks import list_tasks
-from bioclip_hf.model_card import TEMPLATE_PATH
-from bioclip_hf.train_config import RECIPES_DIR
+from bioclip_hf.hub.cards import TEMPLATE_PATH
+from bioclip_hf.training.config import RECIPES_DIR
 assert len(list_tasks()) >= 10 and "birds525" in list_tasks(), list_tasks()
 assert sorted(p.name for p in METRICS_DIR.iterdir()) == ["taxonomic_accuracy", "top_k_accuracy"]
 assert TEMPLATE_PATH.is_file() and sorted(RECIPES_DIR.glob("*.yaml")), RECIPES_DIR

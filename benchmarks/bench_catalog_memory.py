@@ -67,7 +67,7 @@ def write_catalog(path: Path, rows: int, seed: int = 0) -> None:
 
 LOADERS = {
     "bioclip_hf": (
-        "from bioclip_hf.tol_catalog import CatalogIndex, TOL10M_SCHEMA\n"
+        "from bioclip_hf.data.catalog import CatalogIndex, TOL10M_SCHEMA\n"
         "index = CatalogIndex.load(PATH, TOL10M_SCHEMA)\n"
         "extra = {'ids': len(index), 'rows': index.num_rows, 'index_mb': index.nbytes / 1e6}\n"
     ),
@@ -82,7 +82,7 @@ LOADERS = {
 PROBE = (
     "import json, resource, sys\n"
     "import numpy, pyarrow, pyarrow.csv, pyarrow.compute, pandas  # imports are not the load's memory\n"
-    "import bioclip_hf.tol_catalog\n"
+    "import bioclip_hf.data.catalog\n"
     "def rss_mb():\n"
     "    return float(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 1e6\n"
     "before = rss_mb()\n"
@@ -129,8 +129,8 @@ def median(values: list[float]) -> float:
 NODE_PROCESS = """
 import json, resource, sys, time
 import numpy as np, pyarrow, pyarrow.csv, pyarrow.compute, pandas, filelock
-from bioclip_hf.tol_catalog import CatalogIndex, TOL10M_SCHEMA, unpack_uuids
-import bioclip_hf.tol_catalog_cache
+from bioclip_hf.data.catalog import CatalogIndex, TOL10M_SCHEMA, unpack_uuids
+import bioclip_hf.data.catalog_cache
 
 def smaps():
     fields = {}
@@ -189,7 +189,7 @@ def node_run(path: Path, mode: str, processes: int) -> list[dict]:
 
 
 def clear_cache(path: Path) -> None:
-    from bioclip_hf.tol_catalog_cache import lookup_locations
+    from bioclip_hf.data.catalog_cache import lookup_locations
 
     for location in lookup_locations(path):
         for file in (location, location.with_name(location.name + ".lock")):

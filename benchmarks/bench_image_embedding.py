@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bioclip_hf import BioCLIPConfig, BioCLIPModel
-    from bioclip_hf.open_clip_format import open_clip_to_hf_state_dict
+    from bioclip_hf.models.bioclip.open_clip_format import open_clip_to_hf_state_dict
     from bioclip_hf.reference import import_open_clip
 
     if args.threads:

@@ -76,7 +76,7 @@ def image_features(folder: Path, seed: int = 2) -> torch.Tensor:
 
 
 def run_ours(features: torch.Tensor, rank: str) -> tuple[float, float, list]:
-    from bioclip_hf.tol_index import TreeOfLifeIndex
+    from bioclip_hf.treeoflife.index import TreeOfLifeIndex
 
     t0 = time.perf_counter()
     index = TreeOfLifeIndex.from_hub(REPO)
@@ -112,7 +112,7 @@ def run_pybioclip(features: torch.Tensor, rank: str) -> tuple[float, float, list
         else:
             records = classifier.format_grouped_probs("image", probs, Rank[rank.upper()], 1e-9, 5)
     t2 = time.perf_counter()
-    from bioclip_hf.taxonomy import RANKS
+    from bioclip_hf.treeoflife.taxonomy import RANKS
 
     depth = RANKS.index(rank)
     names = [(tuple(r[k] for k in RANKS[:depth]) + ((r["species_epithet"],) if rank == "species" else (r[rank],)),
@@ -126,7 +126,7 @@ def filter_times() -> tuple[float, float]:
     from bioclip._constants import BIOCLIP_V2_MODEL_STR, Rank
     from bioclip.predict import TreeOfLifeClassifier
 
-    from bioclip_hf.tol_index import TreeOfLifeIndex
+    from bioclip_hf.treeoflife.index import TreeOfLifeIndex
 
     index = TreeOfLifeIndex.from_hub(REPO)
     genera = [index.taxa[i].genus for i in (0, len(index) // 2, len(index) - 1)]

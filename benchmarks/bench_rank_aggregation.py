@@ -28,8 +28,8 @@ import time
 import numpy as np
 import torch
 
-from bioclip_hf.taxonomy import RANKS, Taxon
-from bioclip_hf.tol_index import TreeOfLifeIndex
+from bioclip_hf.treeoflife.index import TreeOfLifeIndex
+from bioclip_hf.treeoflife.taxonomy import RANKS, Taxon
 
 # ---- pybioclip's grouping, re-implemented faithfully (bioclip/predict.py, TreeOfLifeClassifier) ----------------
 

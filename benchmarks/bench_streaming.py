@@ -1,4 +1,4 @@
-"""Streaming input pipeline throughput: bioclip_hf.data (datasets streaming) vs a plain webdataset loader.
+"""Streaming input pipeline throughput: bioclip_hf.data.stream (datasets streaming) vs a plain webdataset loader.
 
 Both read the same TreeOfLife-style shards (built here with dataset_scripts/build_shards.py from the real bird
 photos in ../shared/data/birds525 when present, else from synthetic images), decode the JPEG, draw a text type,
@@ -65,8 +65,8 @@ def webdataset_loader(shard_dir: Path, processor, batch_size: int, num_workers: 
     import torch
     import webdataset as wds
 
-    from bioclip_hf.data import TEXT_FIELDS
-    from bioclip_hf.taxonomy import DEFAULT_TEMPLATE, TEXT_TYPES, apply_template
+    from bioclip_hf.data.stream import TEXT_FIELDS
+    from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, TEXT_TYPES, apply_template
 
     urls = sorted(str(path) for path in shard_dir.glob("train/*.tar"))
     rng = random.Random(seed)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from build_shards import BuildConfig, build_shards
 
     from bioclip_hf import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer
-    from bioclip_hf.data import build_dataloader
+    from bioclip_hf.data.stream import build_dataloader
 
     torch.set_num_threads(1)  # input pipelines are per-core work; keep the comparison about the loaders
     processor = BioCLIPProcessor(BioCLIPImageProcessor(size=args.image_size), load_tokenizer())

@@ -32,9 +32,9 @@ def species_names(labels: Path, count: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from bioclip_hf import BioCLIPConfig, BioCLIPModel, BioCLIPProcessor, load_tokenizer
-    from bioclip_hf.processing_bioclip import BioCLIPImageProcessor
-    from bioclip_hf.taxonomy import OPENAI_TEMPLATES
-    from bioclip_hf.text_embedding import encode_prompts, token_lengths
+    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPImageProcessor
+    from bioclip_hf.treeoflife.taxonomy import OPENAI_TEMPLATES
+    from bioclip_hf.treeoflife.text_embedding import encode_prompts, token_lengths
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)

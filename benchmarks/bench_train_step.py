@@ -108,10 +108,10 @@ def make_batch(model_cfg: dict, batch_size: int, device: str, rank: int = 0):
 
 def step_fns(reference, ours, pixels, ids, args, rank: int, world_size: int):
     """One training-step closure per implementation (returns the loss), same settings for both."""
-    from bioclip_hf.loss import ClipLoss
     from bioclip_hf.reference import import_open_clip
-    from bioclip_hf.train import _enable_gradient_checkpointing, build_optimizer
-    from bioclip_hf.train_config import TrainConfig
+    from bioclip_hf.training.config import TrainConfig
+    from bioclip_hf.training.loss import ClipLoss
+    from bioclip_hf.training.trainer import _enable_gradient_checkpointing, build_optimizer
 
     local, with_grad = args.recipe_settings or args.local_loss, args.recipe_settings or args.gather_with_grad
     if args.recipe_settings or args.grad_checkpointing:

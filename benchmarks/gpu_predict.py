@@ -31,7 +31,7 @@ def build_classifier(args: argparse.Namespace, scratch: Path):
     from bench_rank_aggregation import synthetic_tree
 
     from bioclip_hf import BioCLIPConfig, BioCLIPImageProcessor, BioCLIPModel, BioCLIPProcessor, load_tokenizer
-    from bioclip_hf.classify import TreeOfLifeClassifier
+    from bioclip_hf.inference.classify import TreeOfLifeClassifier
 
     config = BioCLIPConfig.from_open_clip(TINY_CFG) if args.tiny else BioCLIPConfig.from_preset("bioclip")
     torch.manual_seed(0)

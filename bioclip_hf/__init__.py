@@ -13,44 +13,44 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "BioCLIPConfig": "configuration_bioclip",
-    "BIOCLIP_PRESETS": "configuration_bioclip",
-    "BioCLIPModel": "modeling_bioclip",
-    "BioCLIPOutput": "modeling_bioclip",
-    "BioCLIPImageProcessor": "processing_bioclip",
-    "BioCLIPProcessor": "processing_bioclip",
-    "load_tokenizer": "processing_bioclip",
-    "register_auto_classes": "registration",
-    "convert_open_clip_checkpoint": "convert",
-    "export_to_open_clip": "convert",
-    "Taxon": "taxonomy",
-    "TreeOfLifeIndex": "tol_index",
-    "TreeOfLifeClassifier": "classify",
-    "CustomLabelsClassifier": "classify",
-    "CustomLabelsBinningClassifier": "classify",
-    "FewShotClassifier": "classify",
-    "records_to_dataframe": "classify",
-    "load_model_and_processor": "loading",
+    "BioCLIPConfig": "models.bioclip.configuration_bioclip",
+    "BIOCLIP_PRESETS": "models.bioclip.configuration_bioclip",
+    "BioCLIPModel": "models.bioclip.modeling_bioclip",
+    "BioCLIPOutput": "models.bioclip.modeling_bioclip",
+    "BioCLIPImageProcessor": "models.bioclip.processing_bioclip",
+    "BioCLIPProcessor": "models.bioclip.processing_bioclip",
+    "load_tokenizer": "models.bioclip.processing_bioclip",
+    "register_auto_classes": "models.auto",
+    "convert_open_clip_checkpoint": "models.convert",
+    "export_to_open_clip": "models.convert",
+    "Taxon": "treeoflife.taxonomy",
+    "TreeOfLifeIndex": "treeoflife.index",
+    "TreeOfLifeClassifier": "inference.classify",
+    "CustomLabelsClassifier": "inference.classify",
+    "CustomLabelsBinningClassifier": "inference.classify",
+    "FewShotClassifier": "inference.classify",
+    "records_to_dataframe": "inference.classify",
+    "load_model_and_processor": "models.loading",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .classify import (  # noqa: F401
+    from bioclip_hf.inference.classify import (  # noqa: F401
         CustomLabelsBinningClassifier,
         CustomLabelsClassifier,
         FewShotClassifier,
         TreeOfLifeClassifier,
         records_to_dataframe,
     )
-    from .configuration_bioclip import BIOCLIP_PRESETS, BioCLIPConfig  # noqa: F401
-    from .convert import convert_open_clip_checkpoint, export_to_open_clip  # noqa: F401
-    from .loading import load_model_and_processor  # noqa: F401
-    from .modeling_bioclip import BioCLIPModel, BioCLIPOutput  # noqa: F401
-    from .processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer  # noqa: F401
-    from .registration import register_auto_classes  # noqa: F401
-    from .taxonomy import Taxon  # noqa: F401
-    from .tol_index import TreeOfLifeIndex  # noqa: F401
+    from bioclip_hf.models.auto import register_auto_classes  # noqa: F401
+    from bioclip_hf.models.bioclip.configuration_bioclip import BIOCLIP_PRESETS, BioCLIPConfig  # noqa: F401
+    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel, BioCLIPOutput  # noqa: F401
+    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer  # noqa: F401
+    from bioclip_hf.models.convert import convert_open_clip_checkpoint, export_to_open_clip  # noqa: F401
+    from bioclip_hf.models.loading import load_model_and_processor  # noqa: F401
+    from bioclip_hf.treeoflife.index import TreeOfLifeIndex  # noqa: F401
+    from bioclip_hf.treeoflife.taxonomy import Taxon  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -58,5 +58,5 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'bioclip_hf' has no attribute {name!r}")
     module = importlib.import_module(f".{_LAZY[name]}", __name__)
     # Touching any public class makes AutoModel & co. aware of BioCLIP (idempotent).
-    importlib.import_module(".registration", __name__).register_auto_classes()
+    importlib.import_module(".models.auto", __name__).register_auto_classes()
     return getattr(module, name)

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from bioclip_hf.utils.errors import UsageError
+
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("bioclip_hf.commands.convert", "convert checkpoints between open_clip and transformers formats"),
@@ -25,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+# The library's user-facing error, under the name earlier callers imported from here.
+CLIError = UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bioclip-hf: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError) as err:
+    except (UsageError, ValueError, TypeError, KeyError, OSError, RuntimeError, ImportError) as err:
         if args.debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

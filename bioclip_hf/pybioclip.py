@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import classify
-from .pybioclip_format import Rank
-from .registry import DEFAULT_MODEL, HF_HUB_PREFIX
+import bioclip_hf.inference.classify as classify
+from bioclip_hf.hub.registry import DEFAULT_MODEL, HF_HUB_PREFIX
+from bioclip_hf.inference.pybioclip_format import Rank
 
 __all__ = ["BIOCLIP_MODEL_STR", "BIOCLIP_V1_MODEL_STR", "BIOCLIP_V2_MODEL_STR", "CustomLabelsBinningClassifier",
            "CustomLabelsClassifier", "Rank", "TreeOfLifeClassifier"]  # fmt: skip

@@ -36,7 +36,7 @@ from typing import Any
 logger = logging.getLogger("build_shards")
 
 IMAGE_COLUMNS = ("image", "path", "filepath", "file", "image_path", "url", "image_url")
-TEXT_KEYS = {  # text type (bioclip_hf.taxonomy.TEXT_TYPES) -> field name in the shard
+TEXT_KEYS = {  # text type (bioclip_hf.treeoflife.taxonomy.TEXT_TYPES) -> field name in the shard
     "taxonomic": "taxonomic.txt",
     "scientific": "scientific.txt",
     "common": "common.txt",
@@ -163,7 +163,7 @@ def to_jpeg(data: bytes) -> bytes:
 
 def sample_fields(row: dict[str, Any], image: bytes) -> dict[str, bytes]:
     """The shard fields of one sample (everything but the key)."""
-    from bioclip_hf.taxonomy import TEXT_TYPES, Taxon
+    from bioclip_hf.treeoflife.taxonomy import TEXT_TYPES, Taxon
 
     taxon = Taxon.from_dict(row)
     if not any(taxon.ranks()) and not taxon.common_name:

@@ -34,8 +34,8 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parent))
 
-from bioclip_hf.registry import DEFAULT_MODEL, NoIndexError, UnknownModelError, known_model_ids  # noqa: E402
-from bioclip_hf.taxonomy import RANKS  # noqa: E402
+from bioclip_hf.hub.registry import DEFAULT_MODEL, NoIndexError, UnknownModelError, known_model_ids  # noqa: E402
+from bioclip_hf.treeoflife.taxonomy import RANKS  # noqa: E402
 
 logger = logging.getLogger("bioclip_space")
 
@@ -71,7 +71,7 @@ class ModelSlot:
         self._labels: dict[tuple[str, ...], Any] = {}
 
     def load(self, name: str) -> tuple[Any, Any]:
-        from bioclip_hf.loading import load_model_and_processor
+        from bioclip_hf.models.loading import load_model_and_processor
 
         with self.lock:
             if name != self.name:
@@ -95,8 +95,8 @@ class ModelSlot:
 
     def tree_of_life(self, name: str) -> Any:
         """The Tree-of-Life classifier of `name` ($BIOCLIP_INDEX for $BIOCLIP_MODEL, else its released index)."""
-        from bioclip_hf.classify import TreeOfLifeClassifier
-        from bioclip_hf.registry import index_source
+        from bioclip_hf.hub.registry import index_source
+        from bioclip_hf.inference.classify import TreeOfLifeClassifier
 
         with self.lock:
             index = (os.environ.get("BIOCLIP_INDEX") if name == model_name() else None) or None
@@ -109,7 +109,7 @@ class ModelSlot:
             return self._tree_of_life
 
     def labels(self, name: str, labels: tuple[str, ...]) -> Any:
-        from bioclip_hf.classify import CustomLabelsClassifier
+        from bioclip_hf.inference.classify import CustomLabelsClassifier
 
         with self.lock:
             model, processor = self.load(name)
@@ -146,7 +146,7 @@ def parse_labels(text: str) -> list[str]:
 def lineage_markdown(top: Any, rank: str, species: list[tuple[Any, float]]) -> str:
     """The top clade's lineage, kingdom first, with common names: the species' own at species rank, else the most
     likely species inside the clade ("common raven (*Corvus corax*) 41%")."""
-    from bioclip_hf.tol_index import clade_label
+    from bioclip_hf.treeoflife.index import clade_label
 
     names = [top.name_at(r) or "?" for r in RANKS[: RANKS.index(rank)]] + [clade_label(top, rank)]
     text = "**Lineage of the top prediction:** " + " › ".join(names)
@@ -162,7 +162,7 @@ def lineage_markdown(top: Any, rank: str, species: list[tuple[Any, float]]) -> s
 
 def predict_tree_of_life(image: str, name: str, rank: str, k: int) -> tuple[list[str], list[float], str, str]:
     """(clade labels, scores, lineage markdown, provenance line) for one photo; the photo is embedded once."""
-    from bioclip_hf.tol_index import clade_label
+    from bioclip_hf.treeoflife.index import clade_label
 
     classifier = SLOT.tree_of_life(name)
     _, features = classifier.embed_images([image])
@@ -182,7 +182,7 @@ def predict_tree_of_life(image: str, name: str, rank: str, k: int) -> tuple[list
 def classify(image: str | None, mode: str, rank: str, labels_text: str, k: float,
              model: str | None = None) -> tuple[str, pd.DataFrame | None, str]:  # fmt: skip
     """Classify one photo; returns (message, top-k table for the bar chart, lineage). Never raises on bad input."""
-    from bioclip_hf.processing_bioclip import to_pil
+    from bioclip_hf.models.bioclip.processing_bioclip import to_pil
 
     if not image:
         return "Upload a photo or pick an example.", EMPTY_PLOT, ""

@@ -1,4 +1,4 @@
-"""Run the same predictions with pybioclip or with bioclip-hf and dump them as JSON (used by test_pybioclip_parity).
+"""Run the same predictions with pybioclip or with bioclip-hf and dump them as JSON (used by test_inference_pybioclip_parity).
 
 Usage: python pybioclip_runner.py {pybioclip,ours} IMAGES.txt OUT.json
 Run in a fresh process with HF_HUB_OFFLINE=1 and HF_HUB_CACHE / HF_HOME pointing at the shared cache: both tools load
@@ -55,7 +55,7 @@ def run_pybioclip(images: list[str]) -> dict:
 
 
 def run_ours(images: list[str]) -> dict:
-    from bioclip_hf.classify import CustomLabelsClassifier, TreeOfLifeClassifier
+    from bioclip_hf.inference.classify import CustomLabelsClassifier, TreeOfLifeClassifier
 
     common = dict(model_name_or_path="imageomics/bioclip", device="cpu", batch_size=10, preprocess="pybioclip")
     classifier = TreeOfLifeClassifier(**common)  # index: the model's released one, imageomics/TreeOfLife-10M

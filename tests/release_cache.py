@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from conftest import DEFAULT_COMMIT, save_open_clip_tiny, write_hub_cache
 
-from bioclip_hf.tol_index import TreeOfLifeIndex
+from bioclip_hf.treeoflife.index import TreeOfLifeIndex
 
 # A tiny CLIP that takes 224 px images (pybioclip's Tree-of-Life transform is hard-wired to 224 x 224).
 TINY_224_CFG = {

@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_classify import write_image
-from test_tol_index import random_taxa
+from test_inference_classify import write_image
+from test_treeoflife_index import random_taxa
 
 from bioclip_hf.cli import main
-from bioclip_hf.taxonomy import RANKS
+from bioclip_hf.treeoflife.taxonomy import RANKS
 
 
 @pytest.fixture(scope="module")

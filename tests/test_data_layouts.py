@@ -12,9 +12,9 @@ import pytest
 import torch
 from tol_fixtures import make_txt, taxon_of, write_official_shards
 
-from bioclip_hf.data import StreamStats, build_dataloader, build_stream
-from bioclip_hf.data_layouts import OFFICIAL, PER_BATCH_ORDER, detect_layout, per_batch_text_type
-from bioclip_hf.taxonomy import TEXT_TYPES
+from bioclip_hf.data.layouts import OFFICIAL, PER_BATCH_ORDER, detect_layout, per_batch_text_type
+from bioclip_hf.data.stream import StreamStats, build_dataloader, build_stream
+from bioclip_hf.treeoflife.taxonomy import TEXT_TYPES
 
 NUM, CORRUPT = 20, 7  # 4 shards of 5; sample 7's jpg is not an image
 MEMBER = {"taxonomic": "taxon.txt", "scientific": "sci.txt", "common": "com.txt", "taxonomic+common": "taxon_com.txt",
@@ -149,7 +149,7 @@ def test_official_stream_resumes_exactly(official, processor, num_workers, text_
 
 
 def test_random_resized_crop_is_open_clips_and_seeded_per_sample(official, processor):
-    from bioclip_hf.augment import random_resized_crop_box
+    from bioclip_hf.data.augment import random_resized_crop_box
 
     rng = random.Random(0)
     for width, height in [(640, 480), (30, 300), (24, 20), (1000, 50)]:

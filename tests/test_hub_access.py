@@ -14,8 +14,8 @@ import pytest
 from conftest import DEFAULT_COMMIT, hub_cache_snapshot
 
 from bioclip_hf import hub_access
-from bioclip_hf.hub_access import HubUnavailableError, hub_download_kwargs, is_cached, is_repo_id
-from bioclip_hf.registry import DEFAULT_MODEL, get_entry
+from bioclip_hf.hub.access import HubUnavailableError, hub_download_kwargs, is_cached, is_repo_id
+from bioclip_hf.hub.registry import DEFAULT_MODEL, get_entry
 
 # huggingface_hub alone would back off 1+2+4+8+8 s per missing file before failing (the issue: ~80 s per model).
 OFFLINE_LIMIT_S = 10.0
@@ -133,7 +133,7 @@ DRIVER = textwrap.dedent("""
     import sys, time
     # Imported before the clock starts: the limit is on what the command does, not on loading torch/transformers
     # (the same for every command, and slow on a busy machine).
-    import bioclip_hf.classify, bioclip_hf.evaluation.harness, bioclip_hf.modeling_bioclip
+    import bioclip_hf.inference.classify, bioclip_hf.evaluation.harness, bioclip_hf.models.bioclip.modeling_bioclip
     from bioclip_hf.cli import main
     start = time.monotonic()
     code = main(sys.argv[1:])
@@ -217,7 +217,7 @@ def test_cli_model_cached_index_not_and_verbose_details(closed_port_endpoint, ti
     assert f"hf download {index.repo_id} {index.files[0].embeddings} {index.files[0].names} --repo-type dataset" in error
     # --verbose: the probe's details, once (one probe serves the model and the index), and the cache being used
     details = [line for line in lines if "is not reachable" in line]
-    assert len(details) == 1 and details[0].startswith("INFO bioclip_hf.hub_access: Hub endpoint"), lines
+    assert len(details) == 1 and details[0].startswith("INFO bioclip_hf.hub.access: Hub endpoint"), lines
     assert any(f"using the cached copy of {DEFAULT_MODEL}" in line for line in lines), lines
     assert elapsed < OFFLINE_LIMIT_S
     assert json.loads((snapshot / "config.json").read_text())  # the cached model was really there

@@ -12,7 +12,7 @@ import pytest
 import torch
 from synthetic_tol import REPO_ROOT
 
-from bioclip_hf.data import build_dataloader, build_stream
+from bioclip_hf.data.stream import build_dataloader, build_stream
 
 REPO = "tester/tol-mini"
 
@@ -50,7 +50,7 @@ def test_dataloader_from_hub(pushed_dataset, tiny_model_and_processor):
 def test_fresh_process_streams_through_hf_endpoint(pushed_dataset, hub_server):
     """The documented route: HF_ENDPOINT set before anything is imported, nothing patched."""
     code = (
-        "import json; from bioclip_hf.data import build_stream; "
+        "import json; from bioclip_hf.data.stream import build_stream; "
         f"print(json.dumps([s['key'] for s in build_stream('{REPO}', shuffle_buffer=0)]))"
     )
     env = {**os.environ, "HF_ENDPOINT": hub_server.url, "HF_HUB_DISABLE_XET": "1"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from synthetic_tol import TAXA, make_image
 
-from bioclip_hf.taxonomy import Taxon
+from bioclip_hf.treeoflife.taxonomy import Taxon
 
 TOL10M_COLUMNS = ("split", "treeoflife_id", "eol_content_id", "eol_page_id", "bioscan_part", "bioscan_filename",
                   "inat21_filename", "inat21_cls_name", "inat21_cls_num", "kingdom", "phylum", "class", "order",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..taxonomy import TEXT_TYPES
-from ._records import add_model_arguments
+from bioclip_hf.inference.records import add_model_arguments
+from bioclip_hf.treeoflife.taxonomy import TEXT_TYPES
 
 RECIPE_CHOICES = ("release",) + TEXT_TYPES  # text_embedding.RECIPES (kept stdlib-only for a fast --help)
 LAYOUTS = ("bioclip-hf", "release")
@@ -30,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loading import load_model_and_processor
-    from ..taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, read_taxa_table
-    from ..tol_files import is_release_names_file, read_entries
-    from ..tol_index import TreeOfLifeIndex
-    from ..tol_taxa import TaxaColumns, TaxonSequence
+    from bioclip_hf.models.loading import load_model_and_processor
+    from bioclip_hf.treeoflife.files import is_release_names_file, read_entries
+    from bioclip_hf.treeoflife.index import TreeOfLifeIndex
+    from bioclip_hf.treeoflife.taxa import TaxaColumns, TaxonSequence
+    from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, read_taxa_table
 
     if is_release_names_file(args.taxa):
         taxa = list(TaxonSequence(TaxaColumns.from_entries(read_entries(args.taxa), source=args.taxa)))

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_open_clip_checkpoint, export_to_open_clip
+    from bioclip_hf.models.convert import convert_open_clip_checkpoint, export_to_open_clip
 
     if args.to == "hf":
         path = convert_open_clip_checkpoint(args.source, args.output, allow_pickle=args.allow_pickle)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..taxonomy import RANKS
-from ._batch import add_input_arguments, add_run_arguments
-from ._records import add_model_arguments, quiet_library_skip_warnings
+from bioclip_hf.inference.records import add_model_arguments, quiet_library_skip_warnings
+from bioclip_hf.inference.runs import add_input_arguments, add_run_arguments
+from bioclip_hf.treeoflife.taxonomy import RANKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,18 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch_inference import process_state
-    from ..classify import BaseClassifier, TreeOfLifeClassifier
-    from ..cli import CLIError
-    from ..parquet_output import embeddings_table
-    from ._batch import check_batch_resume, make_source, plan_embed_output, run_batch, wants_batch_run
+    from bioclip_hf.inference.batch import process_state
+    from bioclip_hf.inference.classify import BaseClassifier, TreeOfLifeClassifier
+    from bioclip_hf.inference.parquet import embeddings_table
+    from bioclip_hf.inference.runs import check_batch_resume, make_source, plan_embed_output, run_batch, wants_batch_run
+    from bioclip_hf.utils.errors import UsageError
 
     quiet_library_skip_warnings()
     plan = plan_embed_output(args.output)
     if args.index and not args.predict_rank:
-        raise CLIError("--index is used with --predict-rank only")
+        raise UsageError("--index is used with --predict-rank only")
     if args.predict_rank and plan.fmt == "npy":
-        raise CLIError("--predict-rank adds columns: write a .parquet file or a folder, not .npy")
+        raise UsageError("--predict-rank adds columns: write a .parquet file or a folder, not .npy")
     state = process_state()
     wants_batch_run(args, plan, state.world_size)
     source = make_source(args)

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..registry import DEFAULT_MODEL
+    from bioclip_hf.hub.registry import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint folder or Hub id (default: {DEFAULT_MODEL})")
     parser.add_argument("--task", action="append",
@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.harness import EvalConfig, resolve_specs
-    from ..evaluation.harness import run as run_harness
-    from ..evaluation.report import results_table
+    from bioclip_hf.evaluation.harness import EvalConfig, resolve_specs
+    from bioclip_hf.evaluation.harness import run as run_harness
+    from bioclip_hf.evaluation.report import results_table
 
     if any(k < 1 for k in args.shots) or args.seeds < 1:
         raise ValueError("--shots and --seeds must be >= 1")

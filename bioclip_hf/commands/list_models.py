@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._records import FORMATS, write_records
+from bioclip_hf.inference.records import FORMATS, write_records
 
 EPILOG = ("Any other open_clip (hf-hub:org/name) or transformers CLIP checkpoint also works with --labels, --bins, "
           "--few-shot and embed; Tree-of-Life prediction needs one of these models or --index from build-index. "
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import registry_rows
+    from bioclip_hf.hub.registry import registry_rows
 
     write_records(registry_rows(), args.format, args.output)
     return 0

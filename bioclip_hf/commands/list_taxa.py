@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..taxonomy import RANKS
-from ._records import FORMATS, write_records
+from bioclip_hf.inference.records import FORMATS, write_records
+from bioclip_hf.treeoflife.taxonomy import RANKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..registry import DEFAULT_MODEL
+    from bioclip_hf.hub.registry import DEFAULT_MODEL
 
     parser.add_argument("--index", help="index folder from build-index or txt_emb_species.npy (default: the model's)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model whose released index to list (default: {DEFAULT_MODEL})")
@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import load_registry_index
-    from ..tol_index import load_index
-    from .predict import _subset
+    from bioclip_hf.commands.predict import _subset
+    from bioclip_hf.hub.registry import load_registry_index
+    from bioclip_hf.treeoflife.index import load_index
 
     index = load_index(args.index) if args.index else load_registry_index(args.model, args.index_revision)
     if args.problems:
@@ -48,7 +48,7 @@ def clade_records(index, rank: str) -> list[dict]:
     """One record per clade at `rank` that has predictable taxa: its lineage, label and number of taxa."""
     import numpy as np
 
-    from ..tol_index import clade_label
+    from bioclip_hf.treeoflife.index import clade_label
 
     groups = index.groups(rank)
     ids = groups.group_ids.cpu().numpy()

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pybioclip_format import RECORD_KEYS, pybioclip_columns
-from ..taxonomy import RANKS
-from ._batch import add_input_arguments, add_run_arguments
-from ._records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors, stream_records
+from bioclip_hf.inference.pybioclip_format import RECORD_KEYS, pybioclip_columns
+from bioclip_hf.inference.records import (
+    FORMATS,
+    add_model_arguments,
+    quiet_library_skip_warnings,
+    report_errors,
+    stream_records,
+)
+from bioclip_hf.inference.runs import add_input_arguments, add_run_arguments
+from bioclip_hf.treeoflife.taxonomy import RANKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,9 +79,9 @@ def _subset(value: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch_inference import process_state
-    from ..provenance import check_run_log_path, now, run_log, write_run_log
-    from . import _batch
+    import bioclip_hf.inference.runs as _batch
+    from bioclip_hf.hub.provenance import check_run_log_path, now, run_log, write_run_log
+    from bioclip_hf.inference.batch import process_state
 
     quiet_library_skip_warnings()
     started = now()
@@ -105,24 +111,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from ..cli import CLIError
+    from bioclip_hf.utils.errors import UsageError
 
     if args.k < 1:
-        raise CLIError(f"--k must be >= 1, got {args.k}")
+        raise UsageError(f"--k must be >= 1, got {args.k}")
     tree_of_life = not (args.labels or args.bins or args.few_shot)
     if not tree_of_life and (args.subset or args.index or args.index_revision):
-        raise CLIError("--subset, --index and --index-revision apply to Tree-of-Life predictions only "
+        raise UsageError("--subset, --index and --index-revision apply to Tree-of-Life predictions only "
                        "(not with --labels/--bins/--few-shot)")  # fmt: skip
     if args.index and args.index_revision:
-        raise CLIError("--index-revision applies to the model's released index, not to --index")
+        raise UsageError("--index-revision applies to the model's released index, not to --index")
     if args.few_shot and args.columns == "pybioclip":
-        raise CLIError("--columns pybioclip applies to Tree-of-Life, --labels and --bins predictions (pybioclip has no few-shot)")
+        raise UsageError("--columns pybioclip applies to Tree-of-Life, --labels and --bins predictions (pybioclip has no few-shot)")
 
 
 def _classifier(args: argparse.Namespace, device: str | None):
     """(classifier, predict options, header columns, settings for the run log) for the chosen mode."""
-    from ..classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier, taxon_record
-    from ..taxonomy import Taxon
+    from bioclip_hf.inference.classify import (
+        CustomLabelsClassifier,
+        FewShotClassifier,
+        TreeOfLifeClassifier,
+        taxon_record,
+    )
+    from bioclip_hf.treeoflife.taxonomy import Taxon
 
     pybioclip = args.columns == "pybioclip"
     common = dict(model_name_or_path=args.model, revision=args.revision, device=device, batch_size=args.batch_size,

@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def stage_repo_folder(args: argparse.Namespace, folder) -> None:
     """Write everything to upload into `folder`: weights, processor, card, open_clip copy."""
-    from ..convert import export_to_open_clip
-    from ..model_card import CardInfo, build_model_card
-    from ..modeling_bioclip import BioCLIPModel
-    from ..processing_bioclip import BioCLIPProcessor
+    from bioclip_hf.hub.cards import CardInfo, build_model_card
+    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel
+    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPProcessor
+    from bioclip_hf.models.convert import export_to_open_clip
 
     model = BioCLIPModel.from_pretrained(args.model, allow_pickle=args.allow_pickle)
     processor = BioCLIPProcessor.from_pretrained(args.model)

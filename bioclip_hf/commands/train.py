@@ -1,4 +1,4 @@
-"""`bioclip-hf train`: contrastive training from a YAML run config and/or flags (see `bioclip_hf.train`)."""
+"""`bioclip-hf train`: contrastive training from a YAML run config and/or flags (see `bioclip_hf.training.trainer`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import dataclasses
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Standard library only (fast `--help`): flags mirror the TrainConfig fields; values are typed and
-    # validated in `run` by transformers.HfArgumentParser, the same parser `python -m bioclip_hf.train` uses.
-    from ..train_config import TrainConfig
+    # validated in `run` by transformers.HfArgumentParser, the same parser `python -m bioclip_hf.training.trainer` uses.
+    from bioclip_hf.training.config import TrainConfig
 
-    parser.epilog = "multi-process: accelerate launch -m bioclip_hf.train [CONFIG.yaml] [--setting value ...]"
+    parser.epilog = "multi-process: accelerate launch -m bioclip_hf.training.trainer [CONFIG.yaml] [--setting value ...]"
     parser.add_argument("config", nargs="?", default=None, help="YAML file of settings (flags override it)")
     parser.add_argument("--recipe", default=argparse.SUPPRESS, metavar="NAME",
                         help="a shipped recipe (bioclip, bioclip-2) whose settings are the defaults")  # fmt: skip
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
-    from ..train_config import TrainConfig, parse_config
+    from bioclip_hf.training.config import TrainConfig, parse_config
+    from bioclip_hf.training.trainer import train
 
     argv = [args.config] if args.config else []
     if getattr(args, "recipe", None):

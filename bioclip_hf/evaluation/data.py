@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .tasks import TaskSpec
+from bioclip_hf.evaluation.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class TaskData:
         images: per example, a file path (str) or the encoded image bytes.
         labels: per example, the class index.
         class_names: per class, the dataset's class name.
-        taxa: per class, a `bioclip_hf.taxonomy.Taxon` built from the task's taxon columns.
+        taxa: per class, a `bioclip_hf.treeoflife.taxonomy.Taxon` built from the task's taxon columns.
     """
 
     images: list[Any]
@@ -35,7 +35,7 @@ class TaskData:
 
 def open_image(image: Any):
     """Path, bytes or PIL image -> RGB PIL image (clear errors on missing/corrupt files)."""
-    from bioclip_hf.processing_bioclip import to_pil
+    from bioclip_hf.models.bioclip.processing_bioclip import to_pil
 
     if isinstance(image, (bytes, bytearray)):
         from PIL import Image
@@ -109,7 +109,7 @@ def _join_metadata(spec: TaskSpec, rows: list[dict], images: list[Any]) -> None:
 
 def _taxon_for(spec: TaskSpec, row: dict):
     """The Taxon described by one example's row, through the task's taxon_columns."""
-    from bioclip_hf.taxonomy import Taxon
+    from bioclip_hf.treeoflife.taxonomy import Taxon
 
     values = {}
     for taxon_field, column in spec.taxon_columns.items():

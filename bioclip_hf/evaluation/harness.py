@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import TaskData, load_task_data, open_image
-from .report import write_results
-from .tasks import TaskSpec, list_tasks, load_task
+from bioclip_hf.evaluation.data import TaskData, load_task_data, open_image
+from bioclip_hf.evaluation.report import write_results
+from bioclip_hf.evaluation.tasks import TaskSpec, list_tasks, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def zero_shot(model: Any, processor: Any, features: np.ndarray, data: TaskData, 
     Example:
         >>> zero_shot(model, processor, features, data, ["scientific", "common"])  # doctest: +SKIP
     """
-    from bioclip_hf.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES
-    from bioclip_hf.tol_index import encode_prompts
+    from bioclip_hf.treeoflife.index import encode_prompts
+    from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES
 
     prompts = OPENAI_TEMPLATES if templates == "openai" else (DEFAULT_TEMPLATE,)
     labels = np.asarray(data.labels)
@@ -179,7 +179,7 @@ def few_shot(features: np.ndarray, data: TaskData, shots: int, seeds: int = 5,
     Example:
         >>> few_shot(features, data, shots=5)["top1_accuracy"]  # doctest: +SKIP
     """
-    from bioclip_hf.fewshot import fit_simpleshot
+    from bioclip_hf.inference.fewshot import fit_simpleshot
 
     labels = np.asarray(data.labels)
     pool_features, pool_labels = (features, labels) if support is None else support
@@ -258,7 +258,7 @@ def run(model_name_or_path: str, specs: list[TaskSpec], config: EvalConfig | Non
     for spec in specs:  # fail on a task without data before loading any model
         _ = spec.location
     if model is None or processor is None:
-        from bioclip_hf.loading import load_model_and_processor
+        from bioclip_hf.models.loading import load_model_and_processor
 
         model, processor = load_model_and_processor(model_name_or_path, device=config.device)
     results: dict[str, Any] = {

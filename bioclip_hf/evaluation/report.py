@@ -13,14 +13,14 @@ def results_table(results: dict[str, Any]) -> str:
     Example:
         >>> print(results_table(json.load(open("eval_results.json"))))  # doctest: +SKIP
     """
-    from bioclip_hf.model_card import eval_table
+    from bioclip_hf.hub.cards import eval_table
 
     return f"Model: `{results.get('model', '')}`. " + eval_table(results)
 
 
 def write_results(results: dict[str, Any], output: str | Path) -> Path:
     """Write the results JSON to `output` and the markdown table to `output` with suffix .md; returns the JSON path."""
-    from bioclip_hf.io_utils import atomic_write_bytes
+    from bioclip_hf.utils.io import atomic_write_bytes
 
     output = Path(output)
     atomic_write_bytes(output, (json.dumps(results, indent=2) + "\n").encode())

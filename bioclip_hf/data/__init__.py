@@ -1,0 +1,1 @@
+"""Training data: the streamed loader, caption layouts, augmentation, TreeOfLife tar/catalog sources."""

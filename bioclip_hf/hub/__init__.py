@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: access (offline, fast failure), the release registry and pins, provenance, cards, upload."""

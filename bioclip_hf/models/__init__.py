@@ -1,0 +1,1 @@
+"""Model code: the transformers role files (bioclip/), loading with pins, Auto-class registration, conversion."""

@@ -1,0 +1,1 @@
+"""Training: the trainer, its run config, model init, validation, the contrastive loss and recipes."""

@@ -1,0 +1,486 @@
+"""Tree-of-Life index: taxa plus their text embeddings, vectorized rank aggregation, and defect-aware loading.
+
+Predictions are made among all species of the index (softmax over `logit_scale * image @ text.T`); a prediction at a
+higher rank sums species probabilities over each clade with one precomputed species -> clade map per rank and one
+`index_add_` on whatever device holds the probabilities.
+
+Taxa are columnar (`tol_taxa.TaxaColumns`); `Taxon` objects are made only for the predictions returned. Released
+matrices are memory-mapped as they are (`[D, N]`, float32 or float16; the `[N, D]` view is a transpose, not a copy),
+and what loading derives (columns, clade ids, problem flags) is cached next to the files (`tol_cache`).
+
+Entries whose embedding is all zero or non-finite (the TreeOfLife-200M BioCLIP 2 matrix had 15,487 all-zero columns)
+and repeated entries are excluded from prediction: their logits are -inf, so they take no probability mass. Loading
+warns once with the counts; `problem_records()` / `bioclip-hf list-taxa --problems` list them.
+
+Files:
+- `TreeOfLifeIndex.save` / `bioclip-hf build-index`: a folder with `embeddings.safetensors` (`[N, D]`),
+  `taxa.parquet` (columns `RANKS` + common_name) and `index.json` (model, recipe, templates);
+- the releases (`save_release`): `txt_emb_species.npy` (`[D, N]`) + `txt_emb_species.json` (`[[kingdom, ...,
+  species_epithet], common_name]` per column), e.g. `embeddings/` of the `imageomics/TreeOfLife-10M` dataset repo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bioclip_hf.treeoflife.cache import derived_taxa
+from bioclip_hf.treeoflife.taxa import (
+    DUPLICATE,
+    PROBLEMS,
+    TaxaColumns,
+    TaxonSequence,
+    find_problems,
+    first_rows,
+    mark_duplicates,
+)
+from bioclip_hf.treeoflife.taxonomy import RANKS, Taxon, check_rank
+from bioclip_hf.treeoflife.text_embedding import RELEASE_RECIPE, check_recipe, encode_prompts, recipe_text
+
+logger = logging.getLogger(__name__)
+
+TOL_EMBEDDINGS_FILE = "embeddings/txt_emb_species.npy"
+TOL_NAMES_FILE = "embeddings/txt_emb_species.json"
+EMBEDDINGS_NAME, TAXA_NAME, META_NAME = "embeddings.safetensors", "taxa.parquet", "index.json"
+_CHUNK = 32768  # taxa per block when a float16 matrix is widened to float32 for a matmul (96 MB at 768-d)
+_WARNED: set[str] = set()  # sources whose problems were already reported in this process
+
+__all__ = ["RankGroups", "TreeOfLifeIndex", "aggregate_probs", "clade_label", "encode_prompts", "load_index"]
+
+
+@dataclass
+class RankGroups:
+    """The clades of one rank: `group_ids[i]` is the clade of taxon `i`; `taxa[g]` describes clade `g` (built on
+    access from its first member)."""
+
+    rank: str
+    group_ids: torch.Tensor
+    taxa: Sequence[Taxon]
+
+    def __len__(self) -> int:
+        return len(self.taxa)
+
+
+def clade_label(taxon: Taxon, rank: str) -> str:
+    """Display name of `taxon`'s clade at `rank`; clades with an empty name say so ("Corvidae (genus unknown)")."""
+    name = taxon.name_at(rank)
+    if name:
+        return name
+    known = next((value for value in reversed(taxon.lineage(rank)) if value), "")
+    return f"{known} ({rank} unknown)".strip()
+
+
+def aggregate_probs(probs: torch.Tensor, group_ids: torch.Tensor, num_groups: int, min_prob: float = 0.0) -> torch.Tensor:
+    """Sum species probabilities `[B, N]` into clade probabilities `[B, G]` (vectorized, device-agnostic).
+
+    Args:
+        probs: softmax probabilities over the N taxa, one row per image.
+        group_ids: `[N]` long tensor, clade index of each taxon (see `TreeOfLifeIndex.groups`).
+        num_groups: G.
+        min_prob: species probabilities `<= min_prob` are ignored (pybioclip's semantics).
+
+    Example:
+        >>> aggregate_probs(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([0, 1, 0]), 2)
+        tensor([[0.7000, 0.3000]])
+    """
+    if probs.shape[-1] != group_ids.shape[0]:
+        raise ValueError(f"probabilities cover {probs.shape[-1]} taxa but the group map has {group_ids.shape[0]}")
+    if min_prob > 0:
+        probs = probs.masked_fill(probs <= min_prob, 0.0)
+    out = probs.new_zeros(probs.shape[0], num_groups)
+    return out.index_add_(1, group_ids.to(probs.device), probs)
+
+
+class TreeOfLifeIndex:
+    """Taxa and their L2-normalised text embeddings (`embeddings[i]` embeds `taxa[i]`).
+
+    Args:
+        taxa: a sequence of `Taxon` or `TaxaColumns`.
+        embeddings: `[N, D]` float tensor or array (float16 is widened block-wise when predicting).
+        metadata: free-form provenance (model, recipe, source files).
+        problems: per-taxon problem codes (`tol_taxa.PROBLEMS`); computed from `embeddings` when None.
+
+    Example:
+        >>> index = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M")  # doctest: +SKIP
+        >>> index.subset(["Aves"]).predict(image_features, logit_scale=100.0, rank="family", k=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, taxa: Sequence[Taxon] | TaxaColumns, embeddings: torch.Tensor | np.ndarray,
+                 metadata: dict[str, Any] | None = None, problems: np.ndarray | None = None):  # fmt: skip
+        if isinstance(taxa, TaxonSequence) and taxa.rows is None and taxa.depth == len(RANKS) - 1:
+            taxa = taxa.columns  # another index's taxa: reuse the columns
+        self.columns = taxa if isinstance(taxa, TaxaColumns) else TaxaColumns.from_taxa(taxa)
+        embeddings = torch.from_numpy(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(self.columns):
+            raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} do not match {len(self.columns)} taxa "
+                             "(expected [num_taxa, dim])")  # fmt: skip
+        if not len(self.columns):
+            raise ValueError("a Tree-of-Life index needs at least one taxon")
+        self.embeddings = embeddings
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        computed = problems is None
+        if computed:
+            problems = find_problems(_tensor_maxabs(embeddings), self.columns)
+        self.problems = np.asarray(problems, np.int8)
+        if len(self.problems) != len(self.columns):
+            raise ValueError(f"{len(self.problems)} problem flags for {len(self.columns)} taxa")
+        if self.problems.all():
+            raise ValueError("every taxon of the index is excluded (all-zero, non-finite or duplicate embeddings)")
+        self._excluded = torch.from_numpy(self.problems != 0).to(embeddings.device) if self.problems.any() else None
+        self._groups: dict[str, RankGroups] = {}
+        if computed:
+            report_problems(self, "index")
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __repr__(self) -> str:
+        return f"TreeOfLifeIndex({len(self)} taxa, dim {self.dim}, {self.num_excluded} excluded)"
+
+    @property
+    def taxa(self) -> TaxonSequence:
+        """The taxa as a read-only sequence of `Taxon` (each built when accessed)."""
+        return TaxonSequence(self.columns)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def num_excluded(self) -> int:
+        """Taxa excluded from prediction (see `problem_records`)."""
+        return int((self.problems != 0).sum())
+
+    def to(self, device: str | torch.device) -> TreeOfLifeIndex:
+        """Move embeddings and cached group maps to `device` (in place; returns self)."""
+        self.embeddings = self.embeddings.to(device)
+        if self._excluded is not None:
+            self._excluded = self._excluded.to(device)
+        for groups in self._groups.values():
+            groups.group_ids = groups.group_ids.to(device)
+        return self
+
+    # -- rank aggregation --------------------------------------------------------------------------
+    def groups(self, rank: str) -> RankGroups:
+        """Clades at `rank`, keyed by full lineage (homonyms in different kingdoms stay apart); cached.
+
+        At "species" every index entry is its own clade, as in pybioclip.
+        """
+        rank = check_rank(rank)
+        if rank not in self._groups:
+            device = self.embeddings.device
+            if rank == "species":
+                groups = RankGroups(rank, torch.arange(len(self), device=device), self.taxa)
+            else:
+                depth = RANKS.index(rank)
+                ids = self.columns.lineage_ids(depth)
+                taxa = TaxonSequence(self.columns, first_rows(ids), depth)
+                groups = RankGroups(rank, torch.from_numpy(ids.astype(np.int64)).to(device), taxa)
+            self._groups[rank] = groups
+        return self._groups[rank]
+
+    def logits(self, image_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+        """`logit_scale * image_features @ embeddings.T`, with -inf for excluded taxa (features L2-normalised)."""
+        if image_features.shape[-1] != self.dim:
+            raise ValueError(f"image features have dim {image_features.shape[-1]} but the index has dim {self.dim}; "
+                             "was it built with another model?")  # fmt: skip
+        scaled = float(logit_scale) * image_features.to(self.embeddings.device, torch.float32)
+        if self.embeddings.dtype == torch.float32:
+            logits = scaled @ self.embeddings.T  # a [D, N] file's transposed view is used as stored
+        else:
+            logits = scaled.new_empty(scaled.shape[0], len(self))
+            for start in range(0, len(self), _CHUNK):
+                logits[:, start : start + _CHUNK] = scaled @ self.embeddings[start : start + _CHUNK].float().T
+        if self._excluded is not None:
+            logits.masked_fill_(self._excluded, float("-inf"))
+        return logits
+
+    def probabilities(self, image_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+        """Softmax over the index of `logits(...)`; excluded taxa get probability 0."""
+        return self.logits(image_features, logit_scale).softmax(dim=-1)
+
+    def predict(
+        self, image_features: torch.Tensor, logit_scale: float | torch.Tensor, rank: str = "species", k: int = 5,
+        min_prob: float = 1e-9,
+    ) -> list[list[tuple[Taxon, float]]]:
+        """Top-`k` clades at `rank` per image as `(taxon, probability)`; see `aggregate_probs` for `min_prob`."""
+        probs = self.probabilities(image_features, logit_scale)
+        return self.top_clades(probs, rank, k, min_prob)
+
+    def top_clades(
+        self, probs: torch.Tensor, rank: str, k: int = 5, min_prob: float = 1e-9, chunk_size: int = 16
+    ) -> list[list[tuple[Taxon, float]]]:
+        """Aggregate `[B, N]` species probabilities to `rank` and keep the top `k` (k > clades is clipped).
+
+        Clades whose probability is 0 after the `min_prob` threshold are dropped, so fewer than `k` may come back.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        groups = self.groups(rank)
+        results: list[list[tuple[Taxon, float]]] = []
+        # Row chunks bound the thresholded copy of probs (16 x 450k floats = 29 MB) and stay cache-friendly.
+        for start in range(0, probs.shape[0], chunk_size):
+            chunk = probs[start : start + chunk_size]
+            if rank == "species":
+                scores = chunk.masked_fill(chunk <= min_prob, 0.0) if min_prob > 0 else chunk
+            else:
+                scores = aggregate_probs(chunk, groups.group_ids, len(groups), min_prob)
+            values, indices = scores.topk(min(k, scores.shape[-1]), dim=-1)
+            for row_i, row_v in zip(indices.cpu().tolist(), values.cpu().tolist()):
+                results.append([(groups.taxa[i], v) for i, v in zip(row_i, row_v) if v > 0])
+        return results
+
+    # -- subsets -----------------------------------------------------------------------------------
+    def subset(self, names: Iterable[str] | None = None, table: str | os.PathLike | None = None) -> TreeOfLifeIndex:
+        """A smaller index keeping the taxa inside the given clades (predictions are renormalised over it).
+
+        Args:
+            names: clade names at any rank, case-insensitive ("Aves", "Corvidae", "Corvus corax").
+            table: CSV/TSV/parquet whose rank columns (kingdom ... species, or scientific_name) list clades; a row
+                keeps the taxa matching all of its non-empty cells. A table without rank columns lists names.
+
+        Example:
+            >>> birds = index.subset(["Aves"])  # doctest: +SKIP
+        """
+        from bioclip_hf.treeoflife.files import read_subset_table
+
+        if names is None and table is None:
+            raise ValueError("subset needs clade names or a table")
+        keep = np.zeros(len(self), bool)
+        wanted = [names] if isinstance(names, str) else list(names or [])
+        if table is not None:
+            patterns, extra_names = read_subset_table(table)
+            wanted += extra_names
+            for ranks, values in patterns.items():
+                keep |= self.columns.match(ranks, values)
+        lowered = {name.strip().lower() for name in wanted if name and name.strip()}
+        if lowered:
+            hits, found = self.columns.find_names(lowered)
+            keep |= hits
+            missing = sorted(lowered - found)
+            if missing:
+                logger.warning("subset: %d name(s) not in the index: %s", len(missing), ", ".join(missing[:10]))
+        return self.select(keep)
+
+    def name_mask(self, rank: str, values: Iterable[str]) -> np.ndarray:
+        """One flag per taxon: is its name at `rank` (binomial for species) among `values` (case-insensitive)?"""
+        return self.match_names(rank, values)[0]
+
+    def match_names(self, rank: str, values: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """(`name_mask`, the values that name no taxon at `rank`)."""
+        rank = check_rank(rank)
+        values = [str(value).strip() for value in values]
+        mask, found = self.columns.match_values([rank], [[value.lower()] for value in values])
+        return mask, [value for value, hit in zip(values, found) if not hit]
+
+    def select(self, keep: Sequence[bool] | np.ndarray | torch.Tensor) -> TreeOfLifeIndex:
+        """A smaller index with the taxa where `keep` (one flag per taxon) is true."""
+        keep = np.asarray(keep.cpu() if isinstance(keep, torch.Tensor) else keep, dtype=bool).reshape(-1)
+        if len(keep) != len(self):
+            raise ValueError(f"the filter has {len(keep)} flags but the index has {len(self)} taxa")
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            raise ValueError("no taxa in the index match the requested subset")
+        positions = torch.from_numpy(rows).to(self.embeddings.device)
+        if self.embeddings.T.is_contiguous():  # a [D, N] file: gather along its rows, keep the orientation
+            embeddings = self.embeddings.T.index_select(1, positions).T
+        else:
+            embeddings = self.embeddings.index_select(0, positions)
+        columns = self.columns.take(rows)
+        kept = self.problems[rows]
+        problems = mark_duplicates(np.where(kept == DUPLICATE, 0, kept), columns)  # a repeat may be the first copy now
+        logger.info("subset keeps %d of %d taxa", len(rows), len(self))
+        return TreeOfLifeIndex(columns, embeddings, dict(self.metadata), problems=problems)
+
+    def problem_records(self) -> list[dict[str, Any]]:
+        """The excluded taxa: position in the file, kingdom ... species (epithet), common_name and the problem."""
+        records = []
+        for row in np.flatnonzero(self.problems):
+            values = self.columns.values(int(row))
+            record: dict[str, Any] = {"position": int(row), **dict(zip(RANKS, values[:-1])), "common_name": values[-1]}
+            record["problem"] = PROBLEMS[int(self.problems[row])]
+            records.append(record)
+        return records
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `embeddings.safetensors` + `taxa.parquet` + `index.json` into folder `path` (atomically)."""
+        import pyarrow.parquet as pq
+        from safetensors.torch import save_file
+
+        from bioclip_hf.utils.io import atomic_directory
+
+        path = Path(path)
+        with atomic_directory(path) as scratch:
+            scratch = Path(scratch)
+            save_file({"embeddings": self.embeddings.detach().float().cpu().contiguous()}, str(scratch / EMBEDDINGS_NAME))
+            pq.write_table(self.columns.to_arrow(dictionary=False), scratch / TAXA_NAME)
+            meta = {**self.metadata, "num_taxa": len(self), "dim": self.dim, "format": "bioclip-hf-tol-index/1"}
+            (scratch / META_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        return path
+
+    def save_release(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write the released layout: `path` (a `.npy`, float32 `[D, N]`) and the `.json` names beside it; a folder
+        `path` gets `embeddings/txt_emb_species.{npy,json}`, the layout pybioclip reads from a Hub dataset repo.
+
+        Example:
+            >>> index.save_release("my-index/embeddings/txt_emb_species.npy")  # doctest: +SKIP
+        """
+        from bioclip_hf.treeoflife.files import write_release_files
+
+        path = Path(path)
+        npy = path if path.suffix == ".npy" else path / TOL_EMBEDDINGS_FILE
+        matrix = self.embeddings.detach().float().cpu().T.numpy()
+        return write_release_files(npy, matrix, self.columns.to_entries())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, cache: bool = True) -> TreeOfLifeIndex:
+        """Load a folder written by `save`, a folder with `txt_emb_species.{npy,json}` (also under `embeddings/`, or
+        one model-named `txt_emb_*.npy`), or a `.npy` file with its `.json` beside it."""
+        from bioclip_hf.treeoflife.files import find_release_files
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Tree-of-Life index not found: {path}")
+        if path.suffix == ".npy":
+            return cls.from_tol_files(path, path.with_suffix(".json"), cache=cache)
+        if (path / EMBEDDINGS_NAME).exists():
+            return cls._load_folder(path, cache)
+        release = find_release_files(path) if path.is_dir() else None
+        if release is not None:
+            return cls.from_tol_files(*release, cache=cache)
+        raise FileNotFoundError(f"{path} holds no Tree-of-Life index ({EMBEDDINGS_NAME} or txt_emb_species.npy)")
+
+    @classmethod
+    def _load_folder(cls, path: Path, cache: bool) -> TreeOfLifeIndex:
+        from bioclip_hf.treeoflife.files import open_safetensors_matrix
+
+        if not (path / TAXA_NAME).is_file():
+            raise FileNotFoundError(f"{path} has {EMBEDDINGS_NAME} but no {TAXA_NAME}")
+        matrix = open_safetensors_matrix(path / EMBEDDINGS_NAME)  # [N, D]
+
+        def read_taxa() -> TaxaColumns:
+            import pyarrow.parquet as pq
+
+            return TaxaColumns.from_arrow(pq.read_table(path / TAXA_NAME))
+
+        columns, problems = derived_taxa(path / EMBEDDINGS_NAME, path / TAXA_NAME, matrix, 0, read_taxa, cache)
+        meta_file = path / META_NAME
+        metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        metadata["source"] = str(path)
+        index = cls(columns, torch.from_numpy(matrix), metadata, problems=problems)
+        report_problems(index, str(path))
+        return index
+
+    @classmethod
+    def from_tol_files(cls, embeddings_file: str | os.PathLike, names_file: str | os.PathLike,
+                       cache: bool = True) -> TreeOfLifeIndex:  # fmt: skip
+        """Read a released `txt_emb_*.npy` (`[D, N]`, float32 or float16, memory-mapped) and its `.json` (N names).
+
+        Args:
+            embeddings_file, names_file: the two files.
+            cache: read/write the derived taxa columns, clade ids and problem flags next to `names_file`.
+        """
+        from bioclip_hf.treeoflife.files import open_matrix, read_entries
+
+        for file in (embeddings_file, names_file):
+            if not Path(file).exists():
+                raise FileNotFoundError(f"Tree-of-Life file not found: {file}")
+        matrix = open_matrix(embeddings_file)  # [D, N]
+
+        def read_taxa() -> TaxaColumns:
+            return TaxaColumns.from_entries(read_entries(names_file), source=str(names_file))
+
+        columns, problems = derived_taxa(embeddings_file, names_file, matrix, 1, read_taxa, cache)
+        index = cls(columns, torch.from_numpy(matrix).T, {"source": str(embeddings_file)}, problems=problems)
+        report_problems(index, str(embeddings_file))
+        return index
+
+    @classmethod
+    def from_hub(cls, repo_id: str = "imageomics/TreeOfLife-10M", revision: str | None = None,
+                 embeddings_file: str = TOL_EMBEDDINGS_FILE, names_file: str = TOL_NAMES_FILE,
+                 cache_dir: str | None = None) -> TreeOfLifeIndex:  # fmt: skip
+        """Download (or read from the HF cache) a released index from a Hub dataset repo.
+
+        Example:
+            >>> index = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M")  # doctest: +SKIP
+        """
+        from huggingface_hub import hf_hub_download
+
+        from bioclip_hf.hub.access import hub_download_kwargs
+
+        names = (embeddings_file, names_file)
+        hub = hub_download_kwargs(repo_id, "dataset", revision, cache_dir, names, "a local index (--index DIR)")
+        files = [hf_hub_download(repo_id, name, repo_type="dataset", revision=revision, cache_dir=cache_dir, **hub)
+                 for name in names]  # fmt: skip
+        index = cls.from_tol_files(*files)
+        index.metadata.update({"repo_id": repo_id, "revision": revision})
+        return index
+
+    # -- building ----------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls, taxa: Sequence[Taxon], model: Any, processor: Any, recipe: str = RELEASE_RECIPE,
+        templates: Sequence[str | Callable[[str], str]] | None = None, batch_size: int = 256, progress: bool = True,
+        text_type: str | None = None,
+    ) -> TreeOfLifeIndex:
+        """Embed every taxon's recipe text, averaged over templates (by default exactly as the releases were made).
+
+        Args:
+            taxa: the taxa (e.g. from `taxonomy.read_taxa_table`, or a released `.json` via `TaxaColumns`).
+            model, processor: a `BioCLIPModel` (on its device) and its `BioCLIPProcessor`.
+            recipe: one of `text_embedding.RECIPES`: "release" (the released indexes' text) or a text type.
+            templates: prompt templates averaged per taxon (default: the 80 OpenAI templates; one is 80x faster).
+            batch_size: texts per forward pass.
+            progress: show a progress bar.
+            text_type: former name of `recipe` (a text type).
+
+        Example:
+            >>> index = TreeOfLifeIndex.build(read_taxa_table("taxa.csv"), model, processor)  # doctest: +SKIP
+        """
+        from bioclip_hf.treeoflife.taxonomy import OPENAI_TEMPLATES
+
+        recipe = check_recipe(text_type or recipe)
+        templates = tuple(templates) if templates else OPENAI_TEMPLATES
+        taxa = list(taxa)
+        texts = [recipe_text(taxon, recipe) for taxon in taxa]
+        embeddings = encode_prompts(model, processor, texts, templates, batch_size, progress, desc="building index")
+        meta = {"model": getattr(getattr(model, "config", None), "_name_or_path", ""), "recipe": recipe,
+                "templates": [t if isinstance(t, str) else repr(t) for t in templates]}  # fmt: skip
+        return cls(taxa, embeddings, meta)
+
+
+def _tensor_maxabs(embeddings: torch.Tensor) -> np.ndarray:
+    """Per-row largest |value| (NaN/inf propagate), a block of rows at a time (no full-size temporary)."""
+    blocks = [embeddings[s : s + _CHUNK].detach().abs().amax(dim=1).float().cpu() for s in range(0, len(embeddings), _CHUNK)]
+    return torch.cat(blocks).numpy()
+
+
+def report_problems(index: TreeOfLifeIndex, source: str) -> None:
+    """Warn (once per source and process) about the entries excluded from prediction, with counts per problem."""
+    if not index.num_excluded or source in _WARNED:
+        return
+    if source != "index":
+        _WARNED.add(source)
+    counts = np.bincount(index.problems, minlength=len(PROBLEMS) + 1)
+    detail = ", ".join(f"{counts[code]:,} {name}" for code, name in PROBLEMS.items() if counts[code])
+    logger.warning("%s: %s of %s taxa excluded from prediction (%s); list them with `bioclip-hf list-taxa --problems`",
+                   source, f"{index.num_excluded:,}", f"{len(index):,}", detail)  # fmt: skip
+
+
+def load_index(spec: str | os.PathLike) -> TreeOfLifeIndex:
+    """An index from a local path (see `TreeOfLifeIndex.load`) or, when no such path exists, a Hub dataset id
+    holding `embeddings/txt_emb_species.{npy,json}` (e.g. "imageomics/TreeOfLife-200M")."""
+    path = Path(spec)
+    if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
+        return TreeOfLifeIndex.from_hub(str(spec))
+    return TreeOfLifeIndex.load(path)

@@ -1,0 +1,1 @@
+"""Small utilities below everything else: atomic file writes, process memory, user-facing errors."""
