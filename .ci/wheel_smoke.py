@@ -49,11 +49,12 @@ except ImportError:
 # Package data from the repository's linked folders (evals/, model_card.md, configs/) must be in the wheel.
 from bioclip_hf.evaluation.harness import METRICS_DIR
 from bioclip_hf.evaluation.tasks import list_tasks
-from bioclip_hf.hub.cards import TEMPLATE_PATH
+from bioclip_hf.hub.cards import DATASET_TEMPLATE_PATH, RESULTS_TEMPLATE_PATH, TEMPLATE_PATH
 from bioclip_hf.training.config import RECIPES_DIR
 assert len(list_tasks()) >= 10 and "birds525" in list_tasks(), list_tasks()
 assert sorted(p.name for p in METRICS_DIR.iterdir()) == ["taxonomic_accuracy", "top_k_accuracy"]
 assert TEMPLATE_PATH.is_file() and sorted(RECIPES_DIR.glob("*.yaml")), RECIPES_DIR
+assert DATASET_TEMPLATE_PATH.is_file() and RESULTS_TEMPLATE_PATH.is_file()  # every card comes from a shipped template
 cfg = json.load(open(sys.argv[1]))
 BioCLIPModel(BioCLIPConfig.from_open_clip(cfg)).save_pretrained(sys.argv[2])
 size = cfg["vision_cfg"]["image_size"]
@@ -124,7 +125,7 @@ def make_bird_folder(root: Path, per_class: int = 3) -> Path:
 def make_fixtures(work: Path) -> dict[str, Path]:
     """Data made with this interpreter (the dev env: the tests' shard builder needs the checkout)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from synthetic_tol import make_shards
+    from support.training_data import make_shards
 
     data = work / "data"
     (data / "tiny_open_clip.json").parent.mkdir(parents=True, exist_ok=True)

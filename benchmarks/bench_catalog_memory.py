@@ -11,8 +11,8 @@ scaled down with the row count), then:
 2. N processes of one node (`--processes 1,4`) started together, as `accelerate launch` starts them, each
    getting the lookup, then touching all of it (every array page, 20k lookups + taxa, as a long run would):
    - `memory`: `CatalogIndex.load` in every process (the reference: each builds and holds its own copy);
-   - `cold`: `CatalogIndex.load_cached` without a cache (one process builds it under the lock, the others wait);
-   - `warm`: `CatalogIndex.load_cached` with the cache on disk (every process memory-maps it).
+   - `cold`: `catalog_cache.open_catalog_index` without a cache (one process builds it under the lock, the others wait);
+   - `warm`: `catalog_cache.open_catalog_index` with the cache on disk (every process memory-maps it).
    Per process, from `/proc/self/smaps_rollup` after the load minus before it: unique memory (private pages),
    anonymous memory (heap, not reclaimable) and PSS (shared pages divided among their processes; summed over the
    processes it is the node's total), the peak RSS, and the start time (the load call). Ratios against `memory`.
@@ -145,7 +145,7 @@ print('imported', flush=True)
 sys.stdin.readline()
 before = smaps()
 start = time.perf_counter()
-load = CatalogIndex.load if sys.argv[2] == 'memory' else CatalogIndex.load_cached
+load = CatalogIndex.load if sys.argv[2] == 'memory' else bioclip_hf.data.catalog_cache.open_catalog_index
 index = load(sys.argv[1], TOL10M_SCHEMA)
 start_s = time.perf_counter() - start
 touched = int(index.split_masks.sum()) + int(index.ids.view(np.uint8).sum())

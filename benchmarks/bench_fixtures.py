@@ -4,78 +4,58 @@ random TreeOfLife-10M-layout index, the birds525 photos, and a runner measuring 
 The cache is exactly what both tools read with `HF_HUB_OFFLINE=1` and `HF_HOME=<root>`:
 `hub/models--imageomics--bioclip/snapshots/<sha>/` written by open_clip's own Hub writer (`save_for_hf`: config,
 safetensors and pickle weights), and `hub/datasets--imageomics--TreeOfLife-10M/snapshots/<sha>/embeddings/
-txt_emb_species.{npy,json}` (`[dim, N]` float32, `[[kingdom ... epithet], common]` names).
+txt_emb_species.{npy,json}` (`[dim, N]` float32, `[[kingdom ... epithet], common]` names), both written by the
+test suite's writers (tests/support: `models.write_model_release`, `treeoflife.write_index_release`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-BIRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "birds525"
-
-
-def snapshot(hf_home: Path, repo_id: str, repo_type: str) -> Path:
-    repo = hf_home / "hub" / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    path = repo / "snapshots" / COMMIT
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+# The synthetic Tree of Life and the fake HF cache are the test suite's (tests/support), one copy for both.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.hub_cache import repo_folder  # noqa: E402
+from support.models import write_model_release  # noqa: E402
+from support.paths import BIRDS  # noqa: E402
+from support.treeoflife import realistic_taxa, write_index_release  # noqa: E402
 
 
 def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict | None = None, seed: int = 0,
                 logit_scale: float = 100.0) -> dict:  # fmt: skip
-    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer; returns its model config.
+    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer (kept for later runs); returns
+    its model config.
 
     The temperature is set to BioCLIP's trained `logit_scale.exp()` of 100 (a fresh model has 1/0.07 = 14.3),
     so probabilities are as peaked as with the released weights and the number of species above pybioclip's
     `min_prob` (which its per-image grouping loops over) is realistic rather than all of them.
     """
-    import types
-
-    import torch
-
-    from bioclip_hf.reference import import_open_clip
-
-    open_clip = import_open_clip()
-    from open_clip.push_to_hf_hub import save_for_hf
-
-    folder = snapshot(hf_home, "imageomics/bioclip", "model")
-    model_cfg = model_cfg or open_clip.get_model_config(architecture)
-    if (folder / "open_clip_config.json").is_file():
-        return json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(**model_cfg).eval()
-    model.logit_scale.data.fill_(math.log(logit_scale))
-    model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-    save_for_hf(model, types.SimpleNamespace(save_pretrained=lambda directory: None), model_cfg, str(folder))
-    return model_cfg
+    cache = hf_home / "hub"
+    written = next(repo_folder(cache, "imageomics/bioclip").glob("snapshots/*/open_clip_config.json"), None)
+    if written is None:
+        write_model_release(cache, "imageomics/bioclip", seed=seed, model_cfg=model_cfg or architecture,
+                            logit_scale=logit_scale)  # fmt: skip
+        written = next(repo_folder(cache, "imageomics/bioclip").glob("snapshots/*/open_clip_config.json"))
+    return json.loads(written.read_text())["model_cfg"]
 
 
 def write_index(hf_home: Path, num_taxa: int, dim: int = 512, seed: int = 1) -> None:
-    """A random TreeOfLife-10M-layout index of `num_taxa` species (`synthetic_tree` of bench_rank_aggregation)."""
-    import numpy as np
-    from bench_rank_aggregation import synthetic_tree
-
-    folder = snapshot(hf_home, "imageomics/TreeOfLife-10M", "dataset") / "embeddings"
-    folder.mkdir(exist_ok=True)
-    names_file = folder / "txt_emb_species.json"
-    if names_file.is_file() and len(json.loads(names_file.read_text())) == num_taxa:
+    """A random TreeOfLife-10M-layout index of `num_taxa` species (`realistic_taxa`, random unit columns), kept for
+    later runs of the same size."""
+    cache, repo = hf_home / "hub", "imageomics/TreeOfLife-10M"
+    names = next(repo_folder(cache, repo, "dataset").glob("snapshots/*/embeddings/txt_emb_species.json"), None)
+    if names is not None and len(json.loads(names.read_text())) == num_taxa:
         return
-    rng = np.random.default_rng(seed)
-    embeddings = rng.standard_normal((dim, num_taxa), dtype=np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=0, keepdims=True)
-    np.save(folder / "txt_emb_species.npy", embeddings)
-    names_file.write_text(json.dumps(synthetic_tree(num_taxa, seed)))
+    shutil.rmtree(repo_folder(cache, repo, "dataset"), ignore_errors=True)
+    write_index_release(cache, repo, (realistic_taxa(num_taxa, seed), dim))
 
 
 def bird_photos(count: int) -> list[str]:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # open_clip, the reference: tests/support
+from support.models import import_open_clip  # noqa: E402
 
 
 def _time(fn, repeats: int) -> float:
@@ -33,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from bioclip_hf import BioCLIPConfig, BioCLIPModel
     from bioclip_hf.models.bioclip.open_clip_format import open_clip_to_hf_state_dict
-    from bioclip_hf.reference import import_open_clip
 
     if args.threads:
         torch.set_num_threads(args.threads)

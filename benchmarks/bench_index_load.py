@@ -2,8 +2,8 @@
 
 Setup (defaults): a random BioCLIP-2-sized index written in the exact release layout into an offline HF cache
 (`datasets--imageomics--TreeOfLife-200M/snapshots/<sha>/embeddings/txt_emb_species.{npy,json}`): float32 `.npy`
-`[768, 867000]` (2.7 GB, unit columns) and the `.json` of `[[7 ranks], common]` (a synthetic tree, ~1% empty
-orders/epithets), optionally with the release's defect (`--zero-columns`: the last columns all zero). One image
+`[768, 867000]` (2.7 GB, unit columns) and the `.json` of `[[7 ranks], common]` (tests/support's `realistic_taxa`: ~1%
+of species miss a rank), optionally with the release's defect (`--zero-columns`: the last columns all zero). One image
 feature vector near a random species plays the image; logit scale 100.
 
 - ours: `TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-200M")` (offline) + `predict(features, rank=..., k=5)`.
@@ -30,40 +30,37 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake HF cache and synthetic Tree of Life
+from support.hub_cache import repo_folder, write_hub_cache  # noqa: E402
+from support.treeoflife import realistic_taxa, write_tol_release  # noqa: E402
+
 REPO = "imageomics/TreeOfLife-200M"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def write_release_index(cache: Path, n: int, dim: int, zero_columns: int) -> Path:
-    """The HF cache snapshot of a dataset repo holding a random release-layout index; returns the embeddings dir."""
-    import json
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_rank_aggregation import synthetic_tree
-
-    folder = cache / f"datasets--{REPO.replace('/', '--')}" / "snapshots" / COMMIT / "embeddings"
-    if (folder / "txt_emb_species.json").is_file():
-        return folder
-    folder.mkdir(parents=True)
-    (cache / f"datasets--{REPO.replace('/', '--')}" / "refs").mkdir(parents=True)
-    (cache / f"datasets--{REPO.replace('/', '--')}" / "refs" / "main").write_text(COMMIT)
-    matrix = np.lib.format.open_memmap(folder / "txt_emb_species.npy", mode="w+", dtype=np.float32, shape=(dim, n))
-    rng = np.random.default_rng(0)
-    for start in range(0, n, 65536):  # unit columns, written block by block
-        block = rng.standard_normal((dim, min(65536, n - start)), dtype=np.float32)
-        matrix[:, start : start + block.shape[1]] = block / np.linalg.norm(block, axis=0, keepdims=True)
-    if zero_columns:
-        matrix[:, n - zero_columns :] = 0.0  # the TreeOfLife-200M defect: a remainder batch never embedded
-    matrix.flush()
-    del matrix
-    (folder / "txt_emb_species.json").write_text(json.dumps(synthetic_tree(n)), encoding="utf-8")
-    return folder
+    """The HF cache snapshot of a dataset repo holding a random release-layout index (written once, kept while the
+    cache is); returns the embeddings dir."""
+    existing = next(repo_folder(cache, REPO, "dataset").glob("snapshots/*/embeddings/txt_emb_species.json"), None)
+    if existing is not None:
+        return existing.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
+        npy = write_tol_release(Path(scratch), realistic_taxa(n), dim)  # unit columns, never whole in memory
+        if zero_columns:
+            matrix = np.load(npy, mmap_mode="r+")
+            matrix[:, n - zero_columns :] = 0.0  # the TreeOfLife-200M defect: a remainder batch never embedded
+            matrix.flush()
+            del matrix
+        files = {f"embeddings/{npy.stem}.{ext}": npy.with_suffix(f".{ext}") for ext in ("npy", "json")}
+        snapshot = write_hub_cache(cache, REPO, files, repo_type="dataset", move=True)
+    return snapshot / "embeddings"
 
 
 def image_features(folder: Path, seed: int = 2) -> torch.Tensor:

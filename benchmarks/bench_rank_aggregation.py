@@ -1,7 +1,7 @@
 """Rank aggregation: our vectorized index_add path vs pybioclip's per-image Python grouping, same inputs.
 
-Setup (defaults): a synthetic Tree of Life of 450,000 species (5 kingdoms ... ~90k genera, ~1% empty orders /
-epithets), random unit 512-d text embeddings, 256 image features placed near random species, logit scale 100,
+Setup (defaults): a synthetic Tree of Life of 450,000 species (tests/support `realistic_taxa`: 5 kingdoms ... 9,600
+families, ~95k genera, ~1% of species missing a rank), random unit 512-d text embeddings, 256 image features placed near random species, logit scale 100,
 min_prob 1e-9 (pybioclip's default). Both paths get the same softmax probabilities `[256, 450000]`.
 
 - ours: `TreeOfLifeIndex.top_clades` (precomputed species->clade ids, `index_add_`, `topk`); the one-time
@@ -22,14 +22,19 @@ import argparse
 import collections
 import heapq
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bioclip_hf.treeoflife.index import TreeOfLifeIndex
-from bioclip_hf.treeoflife.taxonomy import RANKS, Taxon
+from bioclip_hf.treeoflife.taxonomy import RANKS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic Tree of Life: tests/support
+from support.treeoflife import realistic_taxa  # noqa: E402
 
 # ---- pybioclip's grouping, re-implemented faithfully (bioclip/predict.py, TreeOfLifeClassifier) ----------------
 
@@ -79,27 +84,6 @@ def format_grouped_probs(txt_names: list, image_key: str, probs: torch.Tensor, r
 
 
 # ---- synthetic inputs ----------------------------------------------------------------------------------------------
-
-
-def synthetic_tree(n_species: int, seed: int = 0) -> list[list]:
-    """txt_emb_species.json-style names: [[kingdom, ..., epithet], common], with a few empty ranks."""
-    rng = np.random.default_rng(seed)
-    sizes = [5, 60, 250, 1200, 9000, max(n_species // 5, 1)]  # kingdoms ... genera
-    parents = [rng.integers(0, sizes[i - 1], sizes[i]) for i in range(1, len(sizes))]
-    empty_order = rng.random(sizes[4]) < 0.01  # families placed in no order
-    genus = rng.integers(0, sizes[5], n_species)
-    names = []
-    for s in range(n_species):
-        g = int(genus[s])
-        f = int(parents[4][g])
-        o = int(parents[3][f])
-        c = int(parents[2][o])
-        p = int(parents[1][c])
-        k = int(parents[0][p])
-        epithet = "" if s % 97 == 0 else f"sp{s}"
-        names.append([[f"K{k}", f"P{p}", f"C{c}", "" if empty_order[f] else f"O{o}", f"F{f}", f"G{g}", epithet],
-                      f"common {s}" if s % 3 else ""])  # fmt: skip
-    return names
 
 
 def make_probs(embeddings: torch.Tensor, n_images: int, logit_scale: float, seed: int) -> torch.Tensor:
@@ -155,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    txt_names = synthetic_tree(args.taxa)
-    taxa = [Taxon.from_tol_entry(entry) for entry in txt_names]
+    taxa = realistic_taxa(args.taxa)
+    txt_names = [taxon.to_tol_entry() for taxon in taxa]
     embeddings = torch.nn.functional.normalize(torch.randn(args.taxa, args.dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     probs = make_probs(embeddings, args.images, 100.0, seed=2)
     index = TreeOfLifeIndex(taxa, embeddings)

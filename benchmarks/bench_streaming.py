@@ -111,8 +111,8 @@ def _compare(loaders: dict, repeats: int) -> dict[str, tuple[float, int]]:
 def _push_to_local_hub(shard_dir: Path, tmp: Path, stack: contextlib.ExitStack) -> str:
     """Start the test Hub, point the HF clients at it and push the shards; returns the repo id."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from hub_server import HubServer, hub_environment
     from push_dataset import push_dataset
+    from support.hub_server import HubServer, hub_environment
 
     server = stack.enter_context(HubServer())
     stack.enter_context(hub_environment(server.url, cache_dir=tmp / "hf_cache"))
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffle-buffer", type=int, default=0, help="0 = same sequential order as webdataset")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hub", action="store_true",
-                        help="push the shards to the local test Hub (tests/hub_server.py) and stream ours over HTTP; "
+                        help="push the shards to the local test Hub (tests/support/hub_server.py) and stream ours over HTTP; "
                              "webdataset keeps reading the local files")  # fmt: skip
     args = parser.parse_args(argv)
 

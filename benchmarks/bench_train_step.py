@@ -27,11 +27,15 @@ import argparse
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
-import types
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # open_clip, the reference: tests/support
+from support.models import import_open_clip, save_open_clip  # noqa: E402
 
 MODELS = {
     # Smoke runs (checks the script end to end in seconds).
@@ -79,18 +83,10 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
 
 def build_pair(model_cfg: dict, device: str):
     """(open_clip model, BioCLIPModel) with identical weights, both in train mode on `device`."""
-    from open_clip.push_to_hf_hub import save_for_hf
-
     from bioclip_hf import BioCLIPModel
-    from bioclip_hf.reference import import_open_clip
 
-    open_clip = import_open_clip()
-    torch.manual_seed(0)
-    reference = open_clip.model.CLIP(**model_cfg)
-    reference.visual.image_mean, reference.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     with tempfile.TemporaryDirectory() as tmp:
-        no_files = types.SimpleNamespace(save_pretrained=lambda directory: None)
-        save_for_hf(reference, no_files, model_cfg, tmp, safe_serialization=True)
+        reference = save_open_clip(Path(tmp), seed=0, safe_serialization=True, model_cfg=model_cfg)
         ours = BioCLIPModel.from_pretrained(tmp)
     return reference.to(device).train(), ours.to(device).train()
 
@@ -108,7 +104,6 @@ def make_batch(model_cfg: dict, batch_size: int, device: str, rank: int = 0):
 
 def step_fns(reference, ours, pixels, ids, args, rank: int, world_size: int):
     """One training-step closure per implementation (returns the loss), same settings for both."""
-    from bioclip_hf.reference import import_open_clip
     from bioclip_hf.training.config import TrainConfig
     from bioclip_hf.training.loss import ClipLoss
     from bioclip_hf.training.trainer import _enable_gradient_checkpointing, build_optimizer

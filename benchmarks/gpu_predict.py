@@ -14,9 +14,13 @@ Run: python benchmarks/gpu_predict.py --device cuda --batch-size 256 --images 81
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic Tree of Life: tests/support
+from support.treeoflife import realistic_taxa, write_tol_release  # noqa: E402
 
 TINY_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 30, "layers": 2, "width": 32, "patch_size": 2, "head_width": 16},
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}  # fmt: skip
@@ -24,11 +28,7 @@ TINY_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 30, "layers": 2, "widt
 
 def build_classifier(args: argparse.Namespace, scratch: Path):
     """Random model + processor, and a random index written in the released TreeOfLife layout and loaded from it."""
-    import json
-
-    import numpy as np
     import torch
-    from bench_rank_aggregation import synthetic_tree
 
     from bioclip_hf import BioCLIPConfig, BioCLIPImageProcessor, BioCLIPModel, BioCLIPProcessor, load_tokenizer
     from bioclip_hf.inference.classify import TreeOfLifeClassifier
@@ -37,10 +37,8 @@ def build_classifier(args: argparse.Namespace, scratch: Path):
     torch.manual_seed(0)
     model = BioCLIPModel(config).eval()
     processor = BioCLIPProcessor(BioCLIPImageProcessor(size=config.vision_config.image_size), load_tokenizer())
-    embeddings = np.random.default_rng(1).standard_normal((config.projection_dim, args.taxa), dtype=np.float32)
-    np.save(scratch / "txt_emb_species.npy", embeddings / np.linalg.norm(embeddings, axis=0, keepdims=True))
-    (scratch / "txt_emb_species.json").write_text(json.dumps(synthetic_tree(args.taxa)))
-    return TreeOfLifeClassifier(index=scratch / "txt_emb_species.npy", model=model, processor=processor,
+    index = write_tol_release(scratch, realistic_taxa(args.taxa), config.projection_dim, seed=1)
+    return TreeOfLifeClassifier(index=index, model=model, processor=processor,
                                 device=args.device, batch_size=args.batch_size, num_workers=args.num_workers)  # fmt: skip
 
 

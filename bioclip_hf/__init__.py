@@ -30,6 +30,10 @@ _LAZY = {
     "CustomLabelsBinningClassifier": "inference.classify",
     "FewShotClassifier": "inference.classify",
     "records_to_dataframe": "inference.classify",
+    "BatchOptions": "inference.runs",
+    "BatchResult": "inference.runs",
+    "predict_batch": "inference.runs",
+    "embed_batch": "inference.runs",
     "load_model_and_processor": "models.loading",
 }
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
         TreeOfLifeClassifier,
         records_to_dataframe,
     )
+    from bioclip_hf.inference.runs import BatchOptions, BatchResult, embed_batch, predict_batch  # noqa: F401
     from bioclip_hf.models.auto import register_auto_classes  # noqa: F401
     from bioclip_hf.models.bioclip.configuration_bioclip import BIOCLIP_PRESETS, BioCLIPConfig  # noqa: F401
     from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel, BioCLIPOutput  # noqa: F401

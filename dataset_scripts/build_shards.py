@@ -33,16 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioclip_hf.data.layouts import OURS, TAXON_FIELD
+
 logger = logging.getLogger("build_shards")
 
 IMAGE_COLUMNS = ("image", "path", "filepath", "file", "image_path", "url", "image_url")
-TEXT_KEYS = {  # text type (bioclip_hf.treeoflife.taxonomy.TEXT_TYPES) -> field name in the shard
-    "taxonomic": "taxonomic.txt",
-    "scientific": "scientific.txt",
-    "common": "common.txt",
-    "taxonomic+common": "taxonomic_common.txt",
-    "scientific+common": "scientific_common.txt",
-}
+# The shard's members come from the layout the trainer reads (one definition: bioclip_hf.data.layouts.OURS).
+TEXT_KEYS = OURS.fields  # text type -> member name
 JPEG_QUALITY = 95
 
 
@@ -171,7 +168,7 @@ def sample_fields(row: dict[str, Any], image: bytes) -> dict[str, bytes]:
     fields = {"jpg": image}
     for text_type in TEXT_TYPES:
         fields[TEXT_KEYS[text_type]] = taxon.text(text_type).encode("utf-8")
-    fields["taxon.json"] = json.dumps(taxon.to_dict(), sort_keys=True).encode("utf-8")
+    fields[TAXON_FIELD] = json.dumps(taxon.to_dict(), sort_keys=True).encode("utf-8")
     fields["source.txt"] = str(row.get("source") or "").strip().encode("utf-8")
     return fields
 

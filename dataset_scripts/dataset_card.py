@@ -1,7 +1,9 @@
 """Write the dataset card (README.md with Hub YAML metadata) for a folder of shards built by build_shards.py.
 
 The YAML declares `configs` -> `data_files` per split (so `load_dataset(repo)` finds the tars without a
-loading script), the `features` of one sample, `license`, `task_categories` and `size_categories`.
+loading script), the `features` of one sample, `license`, `task_categories` and `size_categories`. The card is
+rendered by `bioclip_hf.hub.cards.build_dataset_card` (huggingface_hub's `DatasetCard.from_template`) from the
+template shipped in the package, `bioclip_hf/hub/templates/dataset_card.md` (`dataset_card.md` here links to it).
 
 Example:
     >>> write_dataset_card("shards", report, name="my-tol", repo_id="me/my-tol")  # doctest: +SKIP
@@ -12,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = Path(__file__).resolve().parent / "dataset_card.md"
 _SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))  # fmt: skip
 TAXON_FIELDS = ("class", "common_name", "family", "genus", "kingdom", "order", "phylum", "species")
@@ -59,7 +60,7 @@ def card_metadata(report: Any, name: str, license: str) -> dict[str, Any]:
 
 def write_dataset_card(out_dir: str | Path, report: Any, name: str, license: str = "cc0-1.0",
                        repo_id: str | None = None) -> Path:  # fmt: skip
-    """Render `dataset_card.md` for the shards described by `report` (a `BuildReport`) into `out_dir/README.md`.
+    """Render the dataset card for the shards described by `report` (a `BuildReport`) into `out_dir/README.md`.
 
     Args:
         out_dir: the shard folder.
@@ -71,21 +72,16 @@ def write_dataset_card(out_dir: str | Path, report: Any, name: str, license: str
     Returns:
         Path of the written README.md.
     """
-    import yaml
+    from bioclip_hf.hub.cards import build_dataset_card
+    from bioclip_hf.utils.io import atomic_path
 
-    metadata = card_metadata(report, name, license)
-    text = TEMPLATE.read_text().format(
-        yaml=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip(),
-        name=name,
-        repo_id=repo_id or name,
-        license=license,
-        num_samples=report.num_samples,
-        splits=", ".join(f"{split}: {count}" for split, count in sorted(report.splits.items())),
-        num_shards=len(report.shards),
+    card = build_dataset_card(
+        card_metadata(report, name, license), name=name, repo_id=repo_id or name, license=license,
+        num_samples=report.num_samples, splits=report.splits, num_shards=len(report.shards),
         shard_size=max((shard["num_samples"] for shard in report.shards), default=0),
-        num_skipped=report.num_skipped,
-        skipped=", ".join(f"{reason}: {count}" for reason, count in report.skipped.items()) or "none",
-    )
+        num_skipped=report.num_skipped, skipped=report.skipped,
+    )  # fmt: skip
     path = Path(out_dir) / "README.md"
-    path.write_text(text)
+    with atomic_path(path) as scratch:
+        card.save(scratch)
     return path

@@ -1,7 +1,8 @@
 """Push a folder of shards built by build_shards.py (tars + README.md card + build_report.json) to the Hub.
 
-Creates the dataset repo if needed and uploads everything in one commit with `huggingface_hub`
-(`HF_ENDPOINT` and `HF_TOKEN` are honoured). The card's usage snippet is rewritten with the repo id first.
+Creates the dataset repo if needed and uploads everything in one commit with `bioclip_hf.hub.upload`
+(huggingface_hub; `HF_ENDPOINT` and `HF_TOKEN` are honoured). The card's usage snippet is rewritten with the
+repo id first.
 
 Example:
     python dataset_scripts/push_dataset.py shards/ my-org/my-tree-of-life --private
@@ -47,7 +48,7 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, tok
     Example:
         >>> push_dataset("shards", "me/tol-mini")  # doctest: +SKIP
     """
-    from huggingface_hub import HfApi
+    from bioclip_hf.hub.upload import upload
 
     report = check_shard_folder(folder)
     if repo_id.count("/") != 1:
@@ -55,11 +56,9 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, tok
     from dataset_card import write_dataset_card
 
     _refresh_card(Path(folder), report, repo_id, write_dataset_card)
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     message = commit_message or f"Upload {report['num_samples']} samples in {len(report['shards'])} shards"
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message,
-                             allow_patterns=["README.md", "build_report.json", "*/*.tar"])  # fmt: skip
+    info = upload(repo_id, folder=folder, repo_type="dataset", private=private, token=token, commit_message=message,
+                  allow_patterns=["README.md", "build_report.json", "*/*.tar"])  # fmt: skip
     logger.info("pushed %s: %s", repo_id, info.commit_url)
     return info.commit_url
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         url = push_dataset(args.folder, args.repo_id, private=args.private, commit_message=args.message)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad folder / repo id, or the Hub refused (one line naming the repo)
         print(f"push_dataset: error: {err}", file=sys.stderr)
         return 2
     print(url)

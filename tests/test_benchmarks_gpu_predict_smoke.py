@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from synthetic_tol import REPO_ROOT
+from support.paths import REPO_ROOT
 
 
 def test_gpu_predict_runs_on_cpu(capsys, tmp_path, monkeypatch):

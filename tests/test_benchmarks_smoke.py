@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import pytest
-from synthetic_tol import REPO_ROOT
+from support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.heavy
 

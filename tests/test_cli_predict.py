@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from test_inference_classify import write_image
-from test_treeoflife_index import random_taxa
+from support.images import write_image
+from support.treeoflife import random_taxa
 
 from bioclip_hf.cli import main
 from bioclip_hf.treeoflife.taxonomy import RANKS
@@ -88,7 +88,7 @@ def test_predict_custom_labels_bins_and_few_shot(workspace, tiny_hf_dir, capsys,
     labels_file.write_text("duck\ngoose\n\n")
     _, out_file_labels, _ = run_cli(capsys, "predict", workspace / "photos", "--labels", labels_file, "--k", 5,
                                     "--label-embeddings", cache, "--model", tiny_hf_dir)  # fmt: skip
-    assert out_file_labels == out
+    assert out_file_labels == out  # same process, same batches, label embeddings read back bit-exact from the cache
     bins = tmp_path / "bins.csv"
     bins.write_text("label,bin\nduck,water\ngoose,water\ncrow,land\n")
     code, out, _ = run_cli(capsys, "predict", workspace / "photos" / "a.jpg", "--bins", bins, "--model", tiny_hf_dir)
@@ -161,7 +161,7 @@ def test_help_is_light():
 
 def test_real_photos_with_index_from_scientific_names(bird_photos, tiny_hf_dir, capsys, tmp_path):
     # A taxa table with only scientific names (birds525 labels) + real JPEGs end to end.
-    from conftest import BIRDS
+    from support.paths import BIRDS
 
     code, _, _ = run_cli(capsys, "build-index", BIRDS / "labels.csv", "-o", tmp_path / "birds", "--model", tiny_hf_dir,
                          "--text-type", "scientific", "--templates", "single", "--no-progress")  # fmt: skip

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from train_helpers import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 
 from bioclip_hf.cli import main
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from synthetic_tol import make_shards
+    from support.training_data import make_shards
 
     out = tmp_path_factory.mktemp("train_shards") / "shards"
     make_shards(out, num_images=20, shard_size=8)  # 3 shards; the builder skips its 3 bad rows
@@ -143,5 +143,5 @@ def test_full_hub_round_trip_shards_push_stream_train_push_load(hub_dataset, hub
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 32, 3), dtype=np.uint8))
     inputs = processor(text=["Corvus corax", "Rosa canina"], images=[photo])
     assert inputs["pixel_values"].shape == (1, 3, 24, 24)  # the trained model's own preprocessing travelled too
-    with torch.no_grad():
+    with torch.no_grad():  # the same weights and code on the same inputs in this process: exact
         assert torch.equal(local(**inputs).logits_per_image, remote(**inputs).logits_per_image)

@@ -1,6 +1,6 @@
 """The catalog lookup's on-disk cache: built once, memory-mapped by every process, exact, invalidated, shared safely.
 
-Fixtures are the real layouts of `tol_fixtures` (TreeOfLife-10M's `metadata/catalog.csv`, TreeOfLife-200M's
+Fixtures are the real layouts of `support.training_data` (TreeOfLife-10M's `metadata/catalog.csv`, TreeOfLife-200M's
 `catalog.parquet`); the in-memory `CatalogIndex.load` is the reference every cached lookup must equal.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tol_fixtures import catalog_row, make_tol10m_repo, make_tol200m_folder, tol_id
-from train_helpers import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training_data import catalog_row, make_tol10m_repo, make_tol200m_folder, tol_id
 
 import bioclip_hf
 from bioclip_hf.data.catalog import TOL10M_SCHEMA, TOL200M_SCHEMA, CatalogIndex, CatalogSchema
-from bioclip_hf.data.catalog_cache import LOOKUP_SUFFIX, PackedNames, lookup_locations
+from bioclip_hf.data.catalog_cache import LOOKUP_SUFFIX, PackedNames, lookup_locations, open_catalog_index
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +65,14 @@ def test_cached_lookup_is_the_in_memory_one_and_a_warm_start_never_reads_the_cat
     root, info = tol10m
     catalog = root / "metadata" / "catalog.csv"
     reference = CatalogIndex.load(catalog, TOL10M_SCHEMA)
-    cold = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+    cold = open_catalog_index(catalog, TOL10M_SCHEMA)
     cache = catalog.with_name("catalog.csv" + LOOKUP_SUFFIX)
     assert cold.mapped_from == cache == lookup_locations(catalog)[0] and cache.is_file()
     assert reference.mapped_from is None
     assert_same_lookup(cold, reference, probe_keys(info))
     with monkeypatch.context() as patch:
         patch.setattr(CatalogIndex, "load", lambda *a, **k: pytest.fail("catalog read despite a valid cache"))
-        warm = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+        warm = open_catalog_index(catalog, TOL10M_SCHEMA)
     assert_same_lookup(warm, reference, probe_keys(info))
     # The arrays are read-only views of one shared mapping of the file, not copies.
     assert not warm.ids.flags.writeable and not warm.codes[6].flags.writeable
@@ -94,7 +94,7 @@ def test_treeoflife_200m_parquet_and_non_uuid_ids(tmp_path):
     keys = make_tol200m_folder(tmp_path / "tol200m", num_images=12, per_shard=4)
     catalog = tmp_path / "tol200m" / "catalog.parquet"
     reference = CatalogIndex.load(catalog, TOL200M_SCHEMA)
-    cached = CatalogIndex.load_cached(catalog, TOL200M_SCHEMA)
+    cached = open_catalog_index(catalog, TOL200M_SCHEMA)
     assert cached.mapped_from == tmp_path / "tol200m" / ("catalog.parquet" + LOOKUP_SUFFIX) and cached.uuids
     assert_same_lookup(cached, reference, keys + [tol_id(1), keys[0].upper()])
     assert cached.taxon(cached.lookup(keys[5]))["common_name"] == ""  # a null `common` stays empty
@@ -103,7 +103,7 @@ def test_treeoflife_200m_parquet_and_non_uuid_ids(tmp_path):
     rows = [catalog_row("train", key, i) for i, key in enumerate((tol_id(1), "eol-123", tol_id(2), "é-ünïcode"))]
     mixed.write_text(",".join(rows[0]) + "\n" + "".join(",".join(r.values()) + "\n" for r in rows), encoding="utf-8")
     reference = CatalogIndex.load(mixed, TOL10M_SCHEMA)
-    cached = CatalogIndex.load_cached(mixed, TOL10M_SCHEMA)
+    cached = open_catalog_index(mixed, TOL10M_SCHEMA)
     assert not cached.uuids and cached.mapped_from is not None
     assert_same_lookup(cached, reference, ["eol-123", "é-ünïcode", tol_id(1), tol_id(2).upper(), "eol-124"])
 
@@ -124,7 +124,7 @@ def test_streams_and_dataset_sizes_are_those_of_the_in_memory_lookup(tol10m, mon
     cached = {split: stream(split) for split in splits}
     assert load_catalog_index(str(root / "metadata" / "catalog.csv"), "treeoflife-10m").mapped_from is not None
     load_catalog_index.cache_clear()
-    monkeypatch.setattr(CatalogIndex, "load_cached", CatalogIndex.load)
+    monkeypatch.setattr("bioclip_hf.data.treeoflife_sources.open_catalog_index", CatalogIndex.load)
     try:
         assert {split: stream(split) for split in splits} == cached
         assert load_catalog_index(str(root / "metadata" / "catalog.csv"), "treeoflife-10m").mapped_from is None
@@ -152,13 +152,13 @@ DAMAGES = {
 def test_a_changed_catalog_or_a_damaged_cache_is_rebuilt(tol10m, caplog):
     root, info = tol10m
     catalog = root / "metadata" / "catalog.csv"
-    first = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+    first = open_catalog_index(catalog, TOL10M_SCHEMA)
     cache, size = first.mapped_from, catalog.stat().st_size
     # Only the mtime tells this revision apart (same size: corax -> albus), then only the size (cornix, same mtime).
     for species, mtime_ns in (("albus", 10**18), ("cornix", 10**18)):
         revise_catalog(catalog, {"albus": "corax", "cornix": "albus"}[species], species, mtime_ns)
         assert (catalog.stat().st_size == size) == (species == "albus")
-        changed = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+        changed = open_catalog_index(catalog, TOL10M_SCHEMA)
         assert changed.mapped_from == cache and changed.taxon(changed.lookup(info["train"][0]))["species"] == species
         assert_same_lookup(changed, CatalogIndex.load(catalog, TOL10M_SCHEMA), probe_keys(info))
     assert first.taxon(first.lookup(info["train"][0]))["species"] == "corax"  # a rebuild leaves old mappings intact
@@ -169,15 +169,15 @@ def test_a_changed_catalog_or_a_damaged_cache_is_rebuilt(tol10m, caplog):
     for name, damage in DAMAGES.items():
         cache.write_bytes(damage(cache.read_bytes()))
         caplog.clear()
-        rebuilt = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+        rebuilt = open_catalog_index(catalog, TOL10M_SCHEMA)
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len(warnings) == 1 and str(cache) in warnings[0], (name, warnings)  # one warning, naming the file
         assert rebuilt.mapped_from == cache and "wrote catalog lookup cache" in caplog.text, name
         assert_same_lookup(rebuilt, reference, probe_keys(info))
     # The same file read with another schema is another lookup: the TreeOfLife-10M one is not reused.
-    other = CatalogIndex.load_cached(catalog, CatalogSchema(key="treeoflife_id"))
+    other = open_catalog_index(catalog, CatalogSchema(key="treeoflife_id"))
     assert other.counts["train"] == 16 + 1 + 6  # no image marker: every train row counts
-    assert CatalogIndex.load_cached(catalog, TOL10M_SCHEMA).counts["train"] == 16 + 1
+    assert open_catalog_index(catalog, TOL10M_SCHEMA).counts["train"] == 16 + 1
     assert sorted(p.name for p in cache.parent.iterdir() if p.name.startswith(".")) == []  # no temporary files left
 
 
@@ -192,20 +192,20 @@ def test_a_read_only_catalog_folder_caches_in_the_user_cache(tol10m, user_cache)
         beside.with_name(beside.name + ".lock").mkdir()
     folder.chmod(0o555)
     try:
-        cached = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+        cached = open_catalog_index(catalog, TOL10M_SCHEMA)
         assert (
             cached.mapped_from == lookup_locations(catalog)[1]
             and cached.mapped_from.parent == user_cache / "tol-catalog"
         )
         assert_same_lookup(cached, reference, probe_keys(info))
-        assert CatalogIndex.load_cached(catalog, TOL10M_SCHEMA).mapped_from == cached.mapped_from
+        assert open_catalog_index(catalog, TOL10M_SCHEMA).mapped_from == cached.mapped_from
         (user_cache / "tol-catalog").chmod(0o555)  # nothing writable at all: held in memory, still exact
         cached.mapped_from.unlink()
         if os.geteuid() == 0:
             cached.mapped_from.mkdir()
             cached.mapped_from.with_name(cached.mapped_from.name + ".lock").unlink()
             cached.mapped_from.with_name(cached.mapped_from.name + ".lock").mkdir()
-        uncached = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+        uncached = open_catalog_index(catalog, TOL10M_SCHEMA)
         assert uncached.mapped_from is None
         assert_same_lookup(uncached, reference, probe_keys(info))
     finally:
@@ -233,7 +233,7 @@ if no_lock:  # a file system where the lock does not hold: every racer builds an
 go.with_name(f"ready-{os.getpid()}").touch()  # imported: the test releases every racer at once
 while not go.exists():
     time.sleep(0.005)
-index = CatalogIndex.load_cached(catalog, TOL10M_SCHEMA)
+index = cache_module.open_catalog_index(catalog, TOL10M_SCHEMA)
 rows = [index.lookup(key) for key in json.loads(sys.argv[4])]
 print(json.dumps({"mapped": str(index.mapped_from), "taxa": [index.taxon(r) if r >= 0 else None for r in rows]}))
 """
@@ -264,7 +264,7 @@ def test_racing_processes_build_once_and_never_see_a_partial_cache(tol10m, tmp_p
     builds = sum(err.count("wrote catalog lookup cache") for _, err in outputs)
     waits = sum(err.count("waiting for another process to build") for _, err in outputs)
     assert (builds, waits) == ((3, 0) if no_lock else (1, 2))  # with the lock: one builder, two waiters
-    assert_same_lookup(CatalogIndex.load_cached(catalog, TOL10M_SCHEMA), reference, keys)
+    assert_same_lookup(open_catalog_index(catalog, TOL10M_SCHEMA), reference, keys)
     assert [p.name for p in cache.parent.iterdir() if p.name.startswith(".")] == []  # every temporary file renamed
 
 

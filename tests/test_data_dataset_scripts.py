@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from synthetic_tol import DATASET_SCRIPTS, TAXA, import_dataset_scripts, make_catalog, make_image
+from support.images import make_image
+from support.paths import DATASET_SCRIPTS, import_dataset_scripts
+from support.training_data import TAXA, make_catalog
 
 import_dataset_scripts()
 from build_shards import BuildConfig, build_shards  # noqa: E402

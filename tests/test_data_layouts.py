@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from tol_fixtures import make_txt, taxon_of, write_official_shards
+from support.training_data import make_txt, taxon_of, write_official_shards
 
 from bioclip_hf.data.layouts import OFFICIAL, PER_BATCH_ORDER, detect_layout, per_batch_text_type
 from bioclip_hf.data.stream import StreamStats, build_dataloader, build_stream
@@ -84,7 +84,7 @@ def test_missing_caption_members_fall_back(tmp_path):
 
 
 def _jpeg() -> bytes:
-    from synthetic_tol import make_image
+    from support.images import make_image
 
     return make_image(1)
 
@@ -170,3 +170,20 @@ def test_random_resized_crop_is_open_clips_and_seeded_per_sample(official, proce
     epoch1 = next(iter(runs[0]))  # second epoch, same sample order (no shuffle): new crops
     assert not torch.equal(epoch1["pixel_values"], first["pixel_values"])
     assert torch.equal(epoch1["input_ids"], first["input_ids"])
+
+
+def test_per_batch_pick_is_shared_by_training_and_validation():
+    """One pick for both loops: the row of `input_ids_by_type` of the type `per_batch_text_type(step)` draws."""
+    import inspect
+
+    from bioclip_hf.data.layouts import select_batch_text_type
+    from bioclip_hf.training import trainer, validation
+
+    rows = [[TEXT_TYPES.index(t)] for t in TEXT_TYPES]  # row i holds the index of its text type
+    for step in range(20):
+        picked = select_batch_text_type({"input_ids_by_type": rows, "pixel_values": "x"}, step)
+        assert picked == {"input_ids": [TEXT_TYPES.index(per_batch_text_type(step))], "pixel_values": "x"}
+    assert select_batch_text_type({"input_ids": [7]}, 3) == {"input_ids": [7]}
+    for module in (trainer, validation):
+        assert "select_batch_text_type(" in inspect.getsource(module)
+        assert "input_ids_by_type" not in inspect.getsource(module)

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from synthetic_tol import add_corrupt_shard, make_shards
+from support.training_data import add_corrupt_shard, make_shards
 
 from bioclip_hf.data.stream import StreamStats, build_dataloader, build_stream
 from bioclip_hf.treeoflife.taxonomy import TEXT_TYPES, Taxon

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from tol_fixtures import catalog_row, make_tol10m_repo, make_tol200m_folder, taxon_of, tol_id
+from support.training_data import catalog_row, make_tol10m_repo, make_tol200m_folder, taxon_of, tol_id
 
 from bioclip_hf.data.catalog import TOL10M_SCHEMA, CatalogIndex, pack_uuids, unpack_uuids
 from bioclip_hf.data.stream import StreamStats, build_dataloader, build_stream

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from support.images import CLASSES, PER_CLASS, make_image_folder
 
 from bioclip_hf.cli import main as cli_main
 from bioclip_hf.evaluation import harness
@@ -17,39 +17,12 @@ from bioclip_hf.evaluation.tasks import TASKS_DIR, TaskSpec, list_tasks, load_ta
 
 REPO = Path(__file__).resolve().parents[1]
 
-CLASSES = {  # folder -> (lineage kingdom..species epithet, common name, RGB colour of its generated photos)
-    "raven": (("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax"), "common raven", (20, 20, 30)),
-    "magpie": (("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica"), "magpie", (240, 240, 250)),
-    "mallard": (("Animalia", "Chordata", "Aves", "Anseriformes", "Anatidae", "Anas", "platyrhynchos"), "mallard", (30, 160, 40)),
-    "rose": (("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "canina"), "dog rose", (220, 40, 60)),
-}  # fmt: skip
-PER_CLASS = 7
-
-
-def _make_image_folder(root: Path) -> Path:
-    """root/images/<class>/<n>.png (a colour per class plus noise) and root/labels.csv with lineage per image."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for name, (lineage, common, colour) in CLASSES.items():
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(PER_CLASS):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 12, (40, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / "images" / name / f"{i}.png")
-            rows.append({"file": f"images/{name}/{i}.png", **dict(zip(
-                ("kingdom", "phylum", "class", "order", "family", "genus", "species"), lineage)), "common": common})
-    with (root / "labels.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
-
-
 LINEAGE_COLUMNS = {r: r for r in ("kingdom", "phylum", "class", "order", "family", "genus", "species")}
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    root = _make_image_folder(tmp_path_factory.mktemp("generated"))
+    root = make_image_folder(tmp_path_factory.mktemp("generated"))
     spec = TaskSpec(name="generated", dataset=str(root), split="train", metadata_file="labels.csv",
                     taxon_columns={**LINEAGE_COLUMNS, "common_name": "common"})  # fmt: skip
     return root, spec

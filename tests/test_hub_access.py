@@ -11,14 +11,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_COMMIT, hub_cache_snapshot
+from support.hub_cache import DEFAULT_COMMIT, hub_cache_snapshot
 
-from bioclip_hf import hub_access
+from bioclip_hf.hub import access as hub_access
 from bioclip_hf.hub.access import HubUnavailableError, hub_download_kwargs, is_cached, is_repo_id
 from bioclip_hf.hub.registry import DEFAULT_MODEL, get_entry
 
-# huggingface_hub alone would back off 1+2+4+8+8 s per missing file before failing (the issue: ~80 s per model).
-OFFLINE_LIMIT_S = 10.0
+# huggingface_hub alone would back off 1+2+4+8+8 = 23 s per missing file before failing (the issue: ~80 s per model);
+# the fast path takes well under a second, so 20 s leaves a loaded machine room while still catching one back-off.
+OFFLINE_LIMIT_S = 20.0
 TOL_FILES = ("embeddings/txt_emb_species.npy", "embeddings/txt_emb_species.json")
 
 

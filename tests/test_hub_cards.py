@@ -80,12 +80,12 @@ def test_usage_snippet_runs_against_a_local_checkpoint(tiny_hf_dir, tmp_path, mo
 
 
 def test_harness_results_flow_into_the_card(tiny_model_and_processor, tmp_path):
-    from test_evaluation_harness import _make_image_folder
+    from support.images import make_image_folder
 
     from bioclip_hf.evaluation import harness
     from bioclip_hf.evaluation.tasks import TaskSpec
 
-    root = _make_image_folder(tmp_path / "data")
+    root = make_image_folder(tmp_path / "data")
     model, processor = tiny_model_and_processor
     spec = TaskSpec(name="tiny_task", title="Tiny task", dataset=str(root), split="train")
     output = tmp_path / "results.json"

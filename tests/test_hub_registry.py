@@ -11,23 +11,26 @@ import re
 
 import pytest
 import torch
-from release_cache import OTHER_COMMIT, commit_of, index_for, write_index_release, write_model_release
-from test_inference_classify import write_image
-from test_treeoflife_index import offline_hub_cache, random_taxa  # noqa: F401 (fixture)
+from support.hub_cache import OTHER_COMMIT, commit_of
+from support.images import write_image
+from support.models import write_model_release
+from support.treeoflife import index_for, random_taxa, write_index_release
 
 from bioclip_hf.cli import main
+from bioclip_hf.hub import index_files
 from bioclip_hf.hub.registry import (
     DEFAULT_MODEL,
     MODELS,
+    IndexFiles,
     NoIndexError,
     RevisionNotCachedError,
     UnknownModelError,
     default_index_repo,
     get_entry,
-    load_registry_index,
     normalize_model_id,
     snapshot_commit,
 )
+from bioclip_hf.treeoflife.index import TreeOfLifeIndex, load_index
 
 PINNED = get_entry("imageomics/bioclip-2").revision
 
@@ -48,7 +51,7 @@ def photos(tmp_path):
 
 
 @pytest.fixture
-def bioclip2_cache(offline_hub_cache, tmp_path):  # noqa: F811 (fixture from test_treeoflife_index)
+def bioclip2_cache(offline_hub_cache, tmp_path):
     """bioclip-2 at its pinned commit (seed 0) and a newer `main` (seed 1); TreeOfLife-200M with both file names."""
     pinned = write_model_release(offline_hub_cache, "imageomics/bioclip-2", tmp_path, seed=0, commit=PINNED, ref=None)
     newer = write_model_release(offline_hub_cache, "imageomics/bioclip-2", tmp_path, seed=1, commit=OTHER_COMMIT)
@@ -115,7 +118,7 @@ def test_pinned_commit_is_loaded_and_recorded_offline(bioclip2_cache, photos):
     assert labels.provenance()["model"]["commit"] == PINNED
 
 
-def test_pinned_commit_missing_from_offline_cache_is_one_line(offline_hub_cache, tmp_path, photos, capsys):  # noqa: F811
+def test_pinned_commit_missing_from_offline_cache_is_one_line(offline_hub_cache, tmp_path, photos, capsys):
     write_model_release(offline_hub_cache, "imageomics/bioclip-2", tmp_path, seed=1, commit=OTHER_COMMIT)
     for command in (["predict", photos], ["embed", photos, "--output", tmp_path / "e.npy"]):
         code, out, err = run_cli(capsys, *command, "--no-progress")
@@ -126,35 +129,73 @@ def test_pinned_commit_missing_from_offline_cache_is_one_line(offline_hub_cache,
     code, out, err = run_cli(capsys, "embed", photos, "--output", tmp_path / "e.npy", "--revision", "main", "--no-progress")
     assert code == 0 and (tmp_path / "e.npy").is_file()
     with pytest.raises(RevisionNotCachedError, match="imageomics/TreeOfLife-200M at commit 1111"):
-        load_registry_index("imageomics/bioclip-2", revision="1" * 40)
+        TreeOfLifeIndex.from_registry("imageomics/bioclip-2", revision="1" * 40)
 
 
-def test_index_file_choice_revision_and_fallback(offline_hub_cache, tmp_path, caplog):  # noqa: F811
+def test_index_file_choice_revision_and_fallback(offline_hub_cache, tmp_path, caplog):
     taxa = random_taxa(30)
     small, large = index_for(16, taxa[:10]), index_for(16, taxa)
     write_index_release(offline_hub_cache, "imageomics/TreeOfLife-200M", small, tmp_path, stems=("txt_emb_species",))
-    with caplog.at_level(logging.WARNING, logger="bioclip_hf.hub.registry"):
-        index = load_registry_index("hf-hub:imageomics/bioclip-2")
+    with caplog.at_level(logging.WARNING, logger="bioclip_hf.hub.index_files"):
+        index = TreeOfLifeIndex.from_registry("hf-hub:imageomics/bioclip-2")
     assert len(index) == 10 and index.metadata["files"][0] == "embeddings/txt_emb_species.npy"
     assert "has no embeddings/txt_emb_bioclip-2.npy; using embeddings/txt_emb_species.npy" in caplog.text
     # Another commit (no branch points to it) holds the model-named files: asked for by revision, it wins.
     other = commit_of("tol200m-with-model-named-files")
     write_index_release(offline_hub_cache, "imageomics/TreeOfLife-200M", large, tmp_path,
                         stems=("txt_emb_bioclip-2", "txt_emb_bioclip-2.5-vith14"), commit=other, ref=None)  # fmt: skip
-    index = load_registry_index("imageomics/bioclip-2", revision=other)
+    index = TreeOfLifeIndex.from_registry("imageomics/bioclip-2", revision=other)
     assert len(index) == 30 and index.metadata["commit"] == other and index.metadata["revision"] == other
     assert index.metadata["files"] == ["embeddings/txt_emb_bioclip-2.npy", "embeddings/txt_emb_bioclip-2.json"]
-    assert len(load_registry_index("imageomics/bioclip-2.5-vith14", revision=other)) == 30
+    assert len(TreeOfLifeIndex.from_registry("imageomics/bioclip-2.5-vith14", revision=other)) == 30
     # BioCLIP 2.5 and BioCAP never fall back to another model's txt_emb_species (a different text space).
     with pytest.raises(FileNotFoundError, match="TreeOfLife-200M has none of embeddings/txt_emb_bioclip-2.5-vith14.npy"):
-        load_registry_index("imageomics/bioclip-2.5-vith14")
+        TreeOfLifeIndex.from_registry("imageomics/bioclip-2.5-vith14")
     write_index_release(offline_hub_cache, "imageomics/TreeOfLife-10M", small, tmp_path, stems=("txt_emb_species",))
     with pytest.raises(FileNotFoundError, match="txt_emb_biocap.npy"):
-        load_registry_index("imageomics/biocap")
-    assert len(load_registry_index("imageomics/bioclip")) == 10  # BioCLIP's own file is txt_emb_species
+        TreeOfLifeIndex.from_registry("imageomics/biocap")
+    assert len(TreeOfLifeIndex.from_registry("imageomics/bioclip")) == 10  # BioCLIP's own file is txt_emb_species
 
 
-def test_unknown_model_or_no_index_fails_before_loading(offline_hub_cache, photos, capsys):  # noqa: F811
+def test_one_index_download_path(bioclip2_cache, monkeypatch, capsys):
+    """`from_hub`, `from_registry` (predict, list-taxa) and `load_index` of a Hub id all download through
+    `hub.index_files.resolve_index_files`, with the registry's candidates or pybioclip's layout."""
+    calls = []
+    real = index_files.resolve_index_files
+
+    def spy(repo_id, candidates=None, revision=None, cache_dir=None):
+        names = None if candidates is None else [index_files.index_files(c).embeddings for c in candidates]
+        calls.append((repo_id, names, revision))
+        return real(repo_id, candidates, revision, cache_dir)
+
+    monkeypatch.setattr(index_files, "resolve_index_files", spy)
+    registry_files = ["embeddings/txt_emb_bioclip-2.npy", "embeddings/txt_emb_species.npy"]
+    from_registry = TreeOfLifeIndex.from_registry("imageomics/bioclip-2")
+    assert calls.pop() == ("imageomics/TreeOfLife-200M", registry_files, None)
+    assert from_registry.metadata["commit"] == commit_of("tol200m")
+    from_hub = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-200M", revision="main")
+    assert calls.pop() == ("imageomics/TreeOfLife-200M", None, "main")
+    assert from_hub.metadata["files"] == ["embeddings/txt_emb_species.npy", "embeddings/txt_emb_species.json"]
+    assert from_hub.metadata["commit"] == commit_of("tol200m") and from_hub.taxa == from_registry.taxa
+    load_index("imageomics/TreeOfLife-200M")
+    assert calls.pop() == ("imageomics/TreeOfLife-200M", None, None)
+    code, out, err = run_cli(capsys, "list-taxa", "--index-revision", commit_of("tol200m"))
+    assert code == 0, err
+    assert calls.pop() == ("imageomics/TreeOfLife-200M", registry_files, commit_of("tol200m")) and not calls
+    assert len(out.splitlines()) == 1 + len(bioclip2_cache["index"])
+
+
+def test_index_file_specs():
+    assert index_files.index_files("txt_emb_bioclip-2.5-vith14").embeddings == "embeddings/txt_emb_bioclip-2.5-vith14.npy"
+    assert index_files.index_files("data/x.npy") == IndexFiles("data/x.npy", "data/x.json")
+    for bad in ("", "embeddings/x.json", "embeddings/x"):
+        with pytest.raises(ValueError, match="neither an .npy path"):
+            index_files.index_files(bad)
+    with pytest.raises(ValueError, match="no index files to look for in a/b"):
+        index_files.resolve_index_files("a/b", [])
+
+
+def test_unknown_model_or_no_index_fails_before_loading(offline_hub_cache, photos, capsys):
     # Nothing is cached: had the model been loaded first, the error would be about the download instead.
     code, _, err = run_cli(capsys, "predict", photos, "--model", "hf-hub:someone/finetune")
     assert code == 2 and err.count("\n") == 1
@@ -282,7 +323,7 @@ def test_transformers_clip_checkpoint_for_labels_few_shot_and_embed(tmp_path, ph
     assert code == 2 and "no Tree-of-Life index is known for model" in err and "--labels" in err
 
 
-def test_any_open_clip_hf_hub_model_embeds_without_an_index(offline_hub_cache, tmp_path, photos, capsys):  # noqa: F811
+def test_any_open_clip_hf_hub_model_embeds_without_an_index(offline_hub_cache, tmp_path, photos, capsys):
     import numpy as np
 
     write_model_release(offline_hub_cache, "someone/open-clip-model", tmp_path, seed=3)

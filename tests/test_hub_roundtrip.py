@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from synthetic_tol import REPO_ROOT
+from support.paths import REPO_ROOT
 
 from bioclip_hf.data.stream import build_dataloader, build_stream
 
@@ -76,7 +76,7 @@ def test_model_push_and_load_by_repo_id(hub_server, tiny_model_and_processor):
     pixels = torch.randn(2, 3, 30, 30)
     ids = loaded_processor(text=["a photo of Corvus corax.", "a photo of Pica pica."])["input_ids"]
     assert torch.equal(ids, processor(text=["a photo of Corvus corax.", "a photo of Pica pica."])["input_ids"])
-    with torch.no_grad():
+    with torch.no_grad():  # the same weights and code on the same inputs in this process: exact
         expected = model(input_ids=ids, pixel_values=pixels).logits_per_image
         assert torch.equal(loaded(input_ids=ids, pixel_values=pixels).logits_per_image, expected)
         assert torch.equal(remote_code(input_ids=ids, pixel_values=pixels).logits_per_image, expected)

@@ -11,33 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_inference_classify import write_image
-from test_treeoflife_index import random_taxa
+from support.batch import NUM_GOOD, cli
+from support.images import write_image
 
 from bioclip_hf.cli import main
-
-NUM_GOOD = 11
-
-
-@pytest.fixture(scope="module")
-def batch_workspace(tmp_path_factory, tiny_model_and_processor):
-    """11 photos of varied sizes in nested folders, one corrupt file (position 5), and a 30-taxa index."""
-    from bioclip_hf.treeoflife.index import TreeOfLifeIndex
-    from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE
-
-    root = tmp_path_factory.mktemp("batch")
-    for i in range(NUM_GOOD):
-        write_image(root / "photos" / f"g{i // 4}" / f"img{i:02d}.png", i)
-    (root / "photos" / "g1" / "img04b.jpg").write_bytes(b"\xff\xd8 truncated")  # sorts between img04 and img05
-    model, processor = tiny_model_and_processor
-    TreeOfLifeIndex.build(random_taxa(30), model, processor, templates=(DEFAULT_TEMPLATE,), progress=False).save(root / "index")
-    return root
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def predict_args(ws, model_dir, *extra):
@@ -200,7 +177,12 @@ def test_embed_float16_npy_and_metadata(batch_workspace, tiny_hf_dir, capsys, tm
 
 
 def test_worker_processes_decode_in_order(tiny_model_and_processor, batch_workspace):
-    """DataLoader workers (processes) give exactly the in-process results: same batches, same arithmetic."""
+    """DataLoader workers (processes) give exactly the in-process results: same batches, same arithmetic.
+
+    Compared bit for bit: the model runs in this process both times, on batches of the same shapes; the workers only
+    decode (PIL's integer resampling, then numpy's elementwise, correctly rounded normalisation), which gives the
+    same pixels in any process.
+    """
     from bioclip_hf.inference.classify import BaseClassifier
 
     model, processor = tiny_model_and_processor

@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_inference_batch import batch_workspace, cli  # noqa: F401  (fixture)
+from support.batch import cli
 
 NUM_IMAGES = 6  # plus one corrupt
 
@@ -35,7 +35,9 @@ def embeddings(path):
 
 
 def test_dataset_on_disk_and_streamed_folder_equal_the_files(batch_workspace, tiny_hf_dir, capsys, tmp_path):  # noqa: F811
-    """Same images, same blocks of 3 and batches of 3 -> exactly the same float arithmetic as from files."""
+    """Same images, same blocks of 3 and batches of 3 -> exactly the same float arithmetic as from files: the model
+    runs in this process for every run, and decoding workers produce the same pixels as in-process decoding (see
+    `test_worker_processes_decode_in_order`), so the embeddings are compared bit for bit."""
     dataset, paths = image_dataset(batch_workspace)
     dataset.save_to_disk(tmp_path / "on_disk")
     dataset.to_parquet(tmp_path / "folder" / "data" / "train-00000-of-00001.parquet")

@@ -1,9 +1,12 @@
 """`accelerate launch` with 2 CPU processes (gloo) == 1 process; a killed run resumes to the same bytes.
 
-Every process here is started fresh (never forked from pytest) with OMP_NUM_THREADS=1, so all of them run the
-same float32 kernels single-threaded. Blocks never mix in a batch, so each image is encoded in the same batch
-(same neighbours, same shapes) whatever the number of processes: the arithmetic is identical and the merged
-records are compared exactly, not to a tolerance.
+Every process here is started fresh (never forked from pytest) with OMP_NUM_THREADS=1. Blocks never mix in a
+batch, so each image is encoded in the same batch (same neighbours, same shapes) whatever the number of processes.
+That does not make the arithmetic identical: oneDNN/MKL choose kernels by CPU and process setup, and on an AMD EPYC
+(Zen 4) one score of the 2-process run is one float32 ulp off the 1-process one. So 1 vs 2 processes compares
+labels and order exactly and scores within `score_rtol` (see `support.batch`). A killed run resumed by the same
+command is the same computation repeated in one environment (same launch, same env, same machine): its output is
+compared byte for byte.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import time
 
 import pyarrow.parquet as pq
-from test_inference_batch import NUM_GOOD, batch_workspace  # noqa: F401  (fixture)
+import pytest
+from support.batch import NUM_GOOD, assert_same_records, score_rtol
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
 
@@ -32,7 +36,8 @@ def run(command, timeout=600):
     return result
 
 
-def test_two_processes_merge_to_the_single_process_result(batch_workspace, tiny_hf_dir, tmp_path):  # noqa: F811
+@pytest.mark.float_sensitive
+def test_two_processes_merge_to_the_single_process_result(batch_workspace, tiny_hf_dir, tiny_model_and_processor, tmp_path):
     single = tmp_path / "single.parquet"
     run([sys.executable, "-m", "bioclip_hf.cli", *predict_command(batch_workspace, tiny_hf_dir, single)])
     multi = tmp_path / "multi.parquet"
@@ -48,7 +53,8 @@ def test_two_processes_merge_to_the_single_process_result(batch_workspace, tiny_
     assert len(parts) == 6 and [part_info(p)["process"] for p in parts.values()] == [0, 1, 0, 1, 0, 1]
     a, b = pq.read_table(single).to_pylist(), pq.read_table(multi).to_pylist()
     assert len(a) == 3 * NUM_GOOD
-    assert sorted(a, key=lambda r: r["file"]) == sorted(b, key=lambda r: r["file"]) and a == b
+    # Same rows, files, taxa and order; scores to the tolerance of other float kernels (not bit for bit).
+    assert_same_records(a, b, score_rtol(float(tiny_model_and_processor[0].logit_scale.detach().exp())))
     errors = (tmp_path / "multi.errors.csv").read_text().splitlines()
     assert len(errors) == 2 and errors[1].startswith(str(batch_workspace / "photos" / "g1" / "img04b.jpg"))
 
@@ -66,7 +72,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_killed_run_resumes_without_loss_or_duplicates(batch_workspace, tiny_hf_dir, tmp_path):  # noqa: F811
+def test_killed_run_resumes_without_loss_or_duplicates(batch_workspace, tiny_hf_dir, tmp_path):
     reference = tmp_path / "reference.csv"
     run([sys.executable, "-m", "bioclip_hf.cli", *predict_command(batch_workspace, tiny_hf_dir, reference)])
     driver = tmp_path / "slow.py"
@@ -84,5 +90,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(batch_workspace, tiny_hf_
     assert process.returncode == -signal.SIGKILL and 2 <= done < 6 and not output.exists()
     result = run([sys.executable, "-m", "bioclip_hf.cli", "--verbose", *predict_command(batch_workspace, tiny_hf_dir, output)])
     assert result.stderr.count("wrote part-") == 6 - done  # only the missing blocks were computed
+    # The reference, the killed and the resuming process run the same command on this machine: same kernels, same
+    # bytes (unlike 1 vs 2 processes above, whose launchers differ).
     assert output.read_bytes() == reference.read_bytes()
     assert not parts.exists()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_treeoflife_index import make_hf_dataset_cache, offline_hub_cache, random_taxa  # noqa: F401 (fixture)
+from support.images import write_image
+from support.treeoflife import random_taxa, write_index_release
 
 from bioclip_hf.inference.classify import (
     CustomLabelsBinningClassifier,
@@ -20,13 +21,6 @@ from bioclip_hf.inference.classify import (
 from bioclip_hf.inference.fewshot import fit_simpleshot
 from bioclip_hf.treeoflife.index import TreeOfLifeIndex
 from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, RANKS
-
-
-def write_image(path, seed, scale=255):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (np.random.default_rng(seed).random((24 + seed % 7, 31, 3)) * scale).astype("uint8")
-    Image.fromarray(array).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def test_tree_of_life_predict_every_rank(tiny_model_and_processor, tiny_index, p
 
 @pytest.mark.float_sensitive
 def test_tree_of_life_subset_k_too_large_and_default_index(
-    tiny_model_and_processor, tiny_index, photo_dir, offline_hub_cache  # noqa: F811 (imported fixture)
+    tiny_model_and_processor, tiny_index, photo_dir, offline_hub_cache
 ):
     model, processor = tiny_model_and_processor
     kingdom = tiny_index.taxa[0].kingdom
@@ -92,7 +86,7 @@ def test_tree_of_life_subset_k_too_large_and_default_index(
     # renormalised over the subset: a float32 softmax and sum over <= 40 taxa, each off by <= 40 x 2**-24 = 2.4e-6
     assert sum(r["score"] for r in records) == pytest.approx(1.0, abs=1e-5)
     # No index given: the model's released TreeOfLife-10M files are read through the (offline) HF cache.
-    make_hf_dataset_cache(offline_hub_cache, "imageomics/TreeOfLife-10M", tiny_index)
+    write_index_release(offline_hub_cache, "imageomics/TreeOfLife-10M", tiny_index, dtype=np.float16)
     default = TreeOfLifeClassifier(model=model, processor=processor, model_name_or_path="imageomics/bioclip")
     assert len(default.index) == len(tiny_index)
     assert default.predict(photo_dir / "a.jpg", rank="family", k=2)[0]["rank"] == "family"

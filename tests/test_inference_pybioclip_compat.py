@@ -13,8 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
-from release_cache import TINY_224_CFG, index_for, write_index_release, write_model_release
-from test_treeoflife_index import random_taxa
+from support.models import TINY_224_CFG, write_model_release
+from support.treeoflife import index_for, random_taxa, write_index_release
 
 from bioclip_hf.inference.pybioclip_format import pybioclip_columns
 

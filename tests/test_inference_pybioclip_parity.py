@@ -23,16 +23,14 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hub_cache_snapshot
+from support.models import write_model_release
+from support.treeoflife import random_taxa, write_index_release
 
-from bioclip_hf.reference import import_open_clip
-
-RUNNER = Path(__file__).with_name("pybioclip_runner.py")
+RUNNER = Path(__file__).parent / "support" / "pybioclip_runner.py"
 TINY_224 = {  # BioCLIP's input size (pybioclip squashes to 224 whatever the model) on a tiny tower
     "embed_dim": 32,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32, "head_width": 32},
@@ -64,44 +62,6 @@ def non_square_images(photos: list[Path], folder: Path, count: int = 52) -> list
         image.convert(mode).save(path)
         paths.append(str(path))
     return paths
-
-
-def random_release_index(snapshot: Path, dim: int, n: int = 300) -> None:
-    """`embeddings/txt_emb_species.{npy,json}` as in TreeOfLife-10M: float32 [dim, n] unit columns, a consistent
-    tree (some empty orders, a third without common names)."""
-    rng = np.random.default_rng(1)
-    matrix = rng.standard_normal((dim, n)).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=0, keepdims=True)
-    names = []
-    for i in range(n):
-        g = i // 3
-        f = g // 3
-        o = f // 2
-        c = o // 2
-        p = c // 2  # 300 taxa: 3 kingdoms, 5 phyla, 9 classes, 17 orders, 34 families, 100 genera
-        ranks = [f"Kingdom{p // 2}", f"Phylum{p}", f"Class{c}", "" if f % 7 == 0 else f"Order{o}", f"Family{f}",
-                 f"Genus{g}", f"epithet{i}"]  # fmt: skip
-        names.append([ranks, "" if i % 3 == 0 else f"common name {i}"])
-    (snapshot / "embeddings").mkdir()
-    np.save(snapshot / "embeddings" / "txt_emb_species.npy", matrix)
-    (snapshot / "embeddings" / "txt_emb_species.json").write_text(json.dumps(names), encoding="utf-8")
-
-
-def write_model(snapshot: Path, architecture: str) -> int:
-    """A random CLIP saved with open_clip's own Hub writer into the `imageomics/bioclip` snapshot; returns its dim."""
-    import torch
-    from open_clip.push_to_hf_hub import save_for_hf
-
-    open_clip = import_open_clip()
-    torch.manual_seed(0)
-    if architecture == "ViT-B-16":
-        model, model_cfg = open_clip.create_model("ViT-B-16").eval(), open_clip.get_model_config("ViT-B-16")
-    else:
-        model, model_cfg = open_clip.model.CLIP(**TINY_224).eval(), TINY_224
-    model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-    save_for_hf(model, types.SimpleNamespace(save_pretrained=lambda d: None), model_cfg, str(snapshot),
-                safe_serialization=True)  # fmt: skip
-    return int(model_cfg["embed_dim"])
 
 
 def run_tools(images_file: Path, folder: Path, cache: Path, home: Path) -> tuple[dict, dict]:
@@ -136,8 +96,10 @@ def assert_same_answers(ours: dict, ref: dict, tol: float = 1e-4) -> None:
 def test_pybioclip_identical_answers(architecture, bird_photos, tmp_path):
     pytest.importorskip("bioclip.predict")
     cache, home = tmp_path / "hub", tmp_path / "home"
-    dim = write_model(hub_cache_snapshot(cache, "imageomics/bioclip"), architecture)
-    random_release_index(hub_cache_snapshot(cache, "imageomics/TreeOfLife-10M", repo_type="dataset"), dim)
+    model_cfg = "ViT-B-16" if architecture == "ViT-B-16" else TINY_224
+    model = write_model_release(cache, "imageomics/bioclip", model_cfg=model_cfg, safe_serialization=True)
+    # 300 taxa with empty ranks (orders, epithets) and missing common names, as in the TreeOfLife-10M layout.
+    write_index_release(cache, "imageomics/TreeOfLife-10M", (random_taxa(300, seed=1), model.text_projection.shape[1]))
     images = non_square_images(bird_photos, tmp_path / "images")
     images_file = tmp_path / "images.txt"
     images_file.write_text("\n".join(images), encoding="utf-8")

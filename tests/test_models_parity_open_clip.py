@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.models import import_open_clip
 
 from bioclip_hf import BioCLIPModel, BioCLIPProcessor
-from bioclip_hf.reference import import_open_clip
 
 open_clip = import_open_clip()
 

@@ -16,9 +16,9 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
+from support.models import import_open_clip
 
 from bioclip_hf import BioCLIPImageProcessor, BioCLIPProcessor
-from bioclip_hf.reference import import_open_clip
 
 open_clip = import_open_clip()
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD

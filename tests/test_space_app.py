@@ -39,7 +39,8 @@ def _free_port() -> int:
 def space_env(tmp_path_factory, tiny_model_and_processor, tiny_hf_dir):
     """Environment for the app: the tiny model, a tiny Tree-of-Life index built with it, generated example photos,
     and an offline HF cache holding a random `imageomics/bioclip` with a TreeOfLife-10M index (the selector's)."""
-    from release_cache import index_for, write_index_release, write_model_release
+    from support.models import write_model_release
+    from support.treeoflife import index_for, write_index_release
 
     from bioclip_hf.treeoflife.index import TreeOfLifeIndex
     from bioclip_hf.treeoflife.taxonomy import Taxon
@@ -293,7 +294,7 @@ def test_build_space_vendors_the_package_and_lists_its_dependencies(tmp_path):
     out = build_space(tmp_path / "space", examples)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "app.py", "bioclip_hf", "examples", "requirements.txt"]
     assert [p.name for p in (out / "examples").iterdir()] == ["red.jpg"]
-    assert (out / "bioclip_hf" / "assets" / "bpe_simple_vocab_16e6.txt.gz").is_file()
+    assert (out / "bioclip_hf" / "models" / "bioclip" / "assets" / "bpe_simple_vocab_16e6.txt.gz").is_file()
     requirements = (out / "requirements.txt").read_text().splitlines()
     assert any(r.startswith("torch") for r in requirements) and any(r.startswith("gradio") for r in requirements)
     assert not any("bioclip-hf" in r for r in requirements if not r.startswith("#"))

@@ -85,7 +85,7 @@ def draw(taxon: dict, rng: np.random.Generator, size: int = 24):
 @pytest.fixture(scope="module")
 def hierarchical_data(tmp_path_factory):
     """(shards folder, held-out rows): 40 training photos per seen species, 10 test photos per held-out one."""
-    from synthetic_tol import import_dataset_scripts
+    from support.paths import import_dataset_scripts
 
     import_dataset_scripts()
     from build_shards import BuildConfig, build_shards

@@ -78,7 +78,7 @@ def full_batch():
 
 @pytest.mark.float_sensitive
 def test_single_process_matches_open_clip(full_batch):
-    from bioclip_hf.reference import import_open_clip
+    from support.models import import_open_clip
 
     reference = import_open_clip().loss.ClipLoss()
     loss, g_image, g_text, g_scale = _loss_and_grads(reference, *_features())

@@ -10,8 +10,9 @@ import types
 import pytest
 import torch
 
+from bioclip_hf.models.checkpoints import infer_open_clip_config
 from bioclip_hf.training.config import TrainConfig
-from bioclip_hf.training.model_init import build_model_and_processor, infer_open_clip_config
+from bioclip_hf.training.model_init import build_model_and_processor
 
 # Tiny, but with OpenAI's 64-wide attention heads (head counts cannot be read off weights; OpenAI's are width / 64).
 ARCH = {"embed_dim": 16, "vision_cfg": {"image_size": 30, "layers": 2, "width": 64, "patch_size": 3, "head_width": 64},
@@ -25,11 +26,11 @@ def openai_layouts(tmp_path_factory):
     """One random OpenAI-style CLIP saved in four layouts; returns (open_clip model, {layout: path})."""
     from open_clip.push_to_hf_hub import save_for_hf
     from safetensors.torch import save_file
+    from support.models import import_open_clip
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     from bioclip_hf import BioCLIPConfig, load_tokenizer
     from bioclip_hf.models.bioclip.open_clip_format import open_clip_to_hf_state_dict
-    from bioclip_hf.reference import import_open_clip
 
     open_clip = import_open_clip()
     root = tmp_path_factory.mktemp("openai")
@@ -82,9 +83,8 @@ def test_the_same_weights_in_every_layout_give_identical_models(openai_layouts):
 
 
 def test_the_tokenizer_stays_open_clips_from_every_layout(openai_layouts):
+    from support.models import import_open_clip
     from transformers import CLIPTokenizer
-
-    from bioclip_hf.reference import import_open_clip
 
     _, paths = openai_layouts
     expected = import_open_clip().tokenize(NAMES)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import TRAIN_CFG, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training import TRAIN_CFG, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 
 from bioclip_hf.training.config import RUN_CONFIG_NAME, TrainConfig, parse_config
 from bioclip_hf.training.trainer import TrainerState, list_checkpoints, train

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tol_fixtures import make_tol10m_repo, write_official_shards
-from train_helpers import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training import TRAIN_CFG, KillingLoader, Preempted, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from support.training_data import make_tol10m_repo, write_official_shards
 
 from bioclip_hf.cli import main
 from bioclip_hf.training.config import TrainConfig, list_recipes, parse_config, recipe_path, resolve_schedule
@@ -29,7 +29,7 @@ def official(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_folder(tmp_path_factory):
     """An image-folder task (one class per sub-folder) for zero-shot top-1 while training."""
-    from synthetic_tol import make_image
+    from support.images import make_image
 
     root = tmp_path_factory.mktemp("eval") / "tiny-task"
     for c, name in enumerate(("common raven", "red fox", "monarch butterfly")):
@@ -176,7 +176,7 @@ def test_train_data_errors_are_one_line(tmp_path, hub_server, capsys):
 
 
 def test_dataset_size_is_counted_from_what_the_source_states(official, tmp_path):
-    from synthetic_tol import make_shards
+    from support.training_data import make_shards
 
     from bioclip_hf.data.stream import source_num_examples
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import collections
-import json
-import random
+import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import hub_cache_snapshot
+from support.hub_cache import DEFAULT_COMMIT, commit_of
+from support.treeoflife import index_for, random_index, random_taxa, write_index_release, write_tol_release
 
-from bioclip_hf.hub.registry import default_index_repo
+from bioclip_hf.hub.registry import RevisionNotCachedError, default_index_repo
 from bioclip_hf.treeoflife.index import (
     TOL_EMBEDDINGS_FILE,
     TOL_NAMES_FILE,
@@ -22,27 +22,6 @@ from bioclip_hf.treeoflife.index import (
     load_index,
 )
 from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, OPENAI_TEMPLATES, RANKS, Taxon
-
-
-def random_taxa(n: int = 60, seed: int = 0, empty_fraction: float = 0.15) -> list[Taxon]:
-    """A random but consistent tree (names unique per parent) with some empty ranks and missing common names."""
-    rng = random.Random(seed)
-    taxa = set()
-    while len(taxa) < n:
-        path = [f"K{rng.randrange(2)}"]
-        for depth in range(1, 7):
-            path.append(f"{path[-1]}_{'pcofgs'[depth - 1]}{rng.randrange(3)}")
-        values = [v if depth in (0, 5) or rng.random() > empty_fraction else "" for depth, v in enumerate(path)]
-        values[6] = values[6].rsplit("_", 1)[1] if values[6] else ""
-        common = f"common {len(taxa)}" if rng.random() > 0.3 else ""
-        taxa.add(Taxon(*values, common))
-    return sorted(taxa, key=lambda t: t.ranks())
-
-
-def random_index(n: int = 60, dim: int = 8, seed: int = 0) -> TreeOfLifeIndex:
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.nn.functional.normalize(torch.randn(n, dim, generator=generator), dim=-1)
-    return TreeOfLifeIndex(random_taxa(n, seed), embeddings)
 
 
 def python_grouping(index: TreeOfLifeIndex, probs: torch.Tensor, rank: str, k: int, min_prob: float):
@@ -139,16 +118,9 @@ def test_save_load_round_trip(tmp_path):
         TreeOfLifeIndex.load(tmp_path / "nope")
 
 
-def write_tol_release(folder, index: TreeOfLifeIndex, dtype=np.float16):
-    """The released layout: embeddings/txt_emb_species.npy [D, N] + .json [[ranks...], common]."""
-    (folder / "embeddings").mkdir(parents=True, exist_ok=True)
-    np.save(folder / TOL_EMBEDDINGS_FILE, index.embeddings.T.numpy().astype(dtype))
-    (folder / TOL_NAMES_FILE).write_text(json.dumps([t.to_tol_entry() for t in index.taxa]))
-
-
 def test_reads_released_tol_files(tmp_path):
     index = random_index()
-    write_tol_release(tmp_path, index)
+    write_tol_release(tmp_path, index.taxa, index.embeddings, np.float16)
     for source in (tmp_path, tmp_path / TOL_EMBEDDINGS_FILE):
         loaded = TreeOfLifeIndex.load(source)
         assert loaded.taxa == index.taxa and loaded.embeddings.shape == (len(index), index.dim)
@@ -159,34 +131,68 @@ def test_reads_released_tol_files(tmp_path):
         TreeOfLifeIndex.load(tmp_path)
 
 
-def make_hf_dataset_cache(cache, repo_id: str, index: TreeOfLifeIndex):
-    """`datasets--org--name/{refs/main, snapshots/<sha>/...}` exactly as huggingface_hub lays out its cache."""
-    snapshot = hub_cache_snapshot(cache, repo_id, repo_type="dataset")
-    write_tol_release(snapshot, index)
-    return snapshot
-
-
-@pytest.fixture
-def offline_hub_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def test_from_hub_reads_offline_cache(offline_hub_cache):
     index = random_index()
-    make_hf_dataset_cache(offline_hub_cache, "imageomics/TreeOfLife-10M", index)
+    write_index_release(offline_hub_cache, "imageomics/TreeOfLife-10M", index, dtype=np.float16)
     loaded = TreeOfLifeIndex.from_hub(default_index_repo("hf-hub:imageomics/bioclip"))
-    assert loaded.taxa == index.taxa and loaded.metadata["repo_id"] == "imageomics/TreeOfLife-10M"
-    assert load_index("imageomics/TreeOfLife-10M").taxa == index.taxa  # a Hub id where no such local path exists
+    assert loaded.taxa == index.taxa
+    assert {key: loaded.metadata[key] for key in ("repo_id", "revision", "commit", "files")} == {
+        "repo_id": "imageomics/TreeOfLife-10M", "revision": None, "commit": DEFAULT_COMMIT,
+        "files": [TOL_EMBEDDINGS_FILE, TOL_NAMES_FILE]}  # fmt: skip
+    by_hub_id = load_index("imageomics/TreeOfLife-10M")  # a Hub id where no such local path exists
+    assert by_hub_id.taxa == index.taxa and by_hub_id.metadata["commit"] == DEFAULT_COMMIT
     with pytest.raises(Exception, match="(?i)offline|cannot find|local"):
         TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-200M")
     with pytest.raises(ValueError, match="build-index"):
         default_index_repo("/some/local/model")
+
+
+def provenance_of(index: TreeOfLifeIndex) -> dict:
+    return {key: index.metadata[key] for key in ("repo_id", "revision", "commit", "files")}
+
+
+def test_from_hub_picks_release_layout_files_and_records_commit(offline_hub_cache, tmp_path):
+    """TreeOfLife-200M's layout: pybioclip's `txt_emb_species` beside model-named `txt_emb_<model>` files. By default
+    `from_hub` reads `txt_emb_species`; named candidates are tried in order; the commit read is always recorded."""
+    taxa = random_taxa(30)
+    species, vith = index_for(16, taxa[:12]), index_for(16, taxa, seed=1)
+    repo, commit = "imageomics/TreeOfLife-200M", commit_of("tol200m")
+    write_index_release(offline_hub_cache, repo, {"txt_emb_species": species, "txt_emb_bioclip-2.5-vith14": vith},
+                        commit=commit)  # fmt: skip
+    index = TreeOfLifeIndex.from_hub(repo)
+    assert index.taxa == species.taxa and torch.equal(index.embeddings, species.embeddings)  # float32 as stored
+    assert provenance_of(index) == {"repo_id": repo, "revision": None, "commit": commit,
+                                    "files": [TOL_EMBEDDINGS_FILE, TOL_NAMES_FILE]}  # fmt: skip
+    # The first candidate present wins: stems, `.npy` paths in the repo and `IndexFiles` are all accepted.
+    candidates = ["txt_emb_bioclip-2", "embeddings/txt_emb_bioclip-2.5-vith14.npy"]
+    named = TreeOfLifeIndex.from_hub(repo, revision="main", files=candidates)
+    assert named.taxa == vith.taxa and torch.equal(named.embeddings, vith.embeddings)
+    assert provenance_of(named) == {"repo_id": repo, "revision": "main", "commit": commit, "files": [
+        "embeddings/txt_emb_bioclip-2.5-vith14.npy", "embeddings/txt_emb_bioclip-2.5-vith14.json"]}  # fmt: skip
+    # A registry model's index goes the same way, with the registry's candidates.
+    registry = TreeOfLifeIndex.from_registry("hf-hub:imageomics/bioclip-2.5-vith14")
+    assert provenance_of(registry) == {**provenance_of(named), "revision": None}
+    # An older commit no branch points to, asked for by its hash, is read and recorded as such.
+    older = commit_of("tol200m-older")
+    write_index_release(offline_hub_cache, repo, {"txt_emb_species": vith}, commit=older, ref=None)
+    assert provenance_of(TreeOfLifeIndex.from_hub(repo, revision=older))["commit"] == older
+    with pytest.raises(FileNotFoundError, match=f"{repo}@{older} has none of embeddings/txt_emb_bioclip-2.5-vith14.npy"):
+        TreeOfLifeIndex.from_hub(repo, revision=older, files=["txt_emb_bioclip-2.5-vith14"])
+    with pytest.raises(RevisionNotCachedError, match=f"{repo} at commit {'2' * 40} is not in the offline"):
+        TreeOfLifeIndex.from_hub(repo, revision="2" * 40)
+    with pytest.raises(ValueError, match="neither an .npy path in the repo nor a stem"):
+        TreeOfLifeIndex.from_hub(repo, files=["embeddings/txt_emb_species.json"])
+
+
+def test_from_hub_with_its_own_cache_dir(offline_hub_cache, tmp_path):
+    index = random_index(n=8)
+    other = tmp_path / "other-cache"
+    write_index_release(other, "imageomics/TreeOfLife-10M", index, dtype=np.float16)  # not in the default cache
+    loaded = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M", cache_dir=str(other))
+    assert loaded.taxa == index.taxa and loaded.metadata["commit"] == DEFAULT_COMMIT
+    where = re.escape(f"({other})")
+    with pytest.raises(RevisionNotCachedError, match=f"cache {where}.*cached commits: {DEFAULT_COMMIT}"):
+        TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M", revision="3" * 40, cache_dir=str(other))
 
 
 @pytest.mark.float_sensitive

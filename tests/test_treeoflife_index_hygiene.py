@@ -11,9 +11,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from test_treeoflife_index import random_index, random_taxa
+from support.treeoflife import random_index, random_taxa
 
-from bioclip_hf import tol_index
+from bioclip_hf.treeoflife import index as tol_index
 from bioclip_hf.treeoflife.cache import cache_locations
 from bioclip_hf.treeoflife.index import TreeOfLifeIndex
 from bioclip_hf.treeoflife.taxa import DUPLICATE, NON_FINITE, ZERO, TaxaColumns
@@ -118,7 +118,7 @@ def test_release_matrix_is_memory_mapped_and_float16_is_accepted(tmp_path, monke
 
 
 def test_cache_reused_invalidated_and_falls_back(tmp_path, monkeypatch):
-    from bioclip_hf import tol_files
+    from bioclip_hf.treeoflife import files as tol_files
 
     index = random_index(40)
     npy, names = write_release(tmp_path / "idx", index.embeddings.numpy().T.astype(np.float32), index.taxa)

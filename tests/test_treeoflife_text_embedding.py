@@ -102,10 +102,10 @@ def release_script_loop(model, tokenizer, all_names, templates, batch_size, embe
 @pytest.mark.float_sensitive
 def test_release_recipe_matches_the_release_script(tiny_open_clip, tmp_path, capsys):
     from bioclip.predict import OPENA_AI_IMAGENET_TEMPLATE  # the 80 templates, as lambdas, from pybioclip
+    from support.models import import_open_clip
 
     from bioclip_hf import BioCLIPModel, BioCLIPProcessor
     from bioclip_hf.cli import main
-    from bioclip_hf.reference import import_open_clip
 
     reference, path = tiny_open_clip
     tokenizer = import_open_clip().get_tokenizer("ViT-B-16")

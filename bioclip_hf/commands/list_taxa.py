@@ -25,11 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bioclip_hf.commands.predict import _subset
-    from bioclip_hf.hub.registry import load_registry_index
-    from bioclip_hf.treeoflife.index import load_index
+    from bioclip_hf.treeoflife.files import parse_subset
+    from bioclip_hf.treeoflife.index import TreeOfLifeIndex, load_index
 
-    index = load_index(args.index) if args.index else load_registry_index(args.model, args.index_revision)
+    index = load_index(args.index) if args.index else TreeOfLifeIndex.from_registry(args.model, args.index_revision)
     if args.problems:
         records = index.problem_records()
         columns = ["position", *RANKS, "common_name", "problem"]
@@ -37,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bioclip-hf list-taxa: {len(records):,} of {len(index):,} entries excluded from prediction",
               file=sys.stderr)  # fmt: skip
         return 0
-    subset = _subset(args.subset)
+    subset = parse_subset(args.subset)
     if subset is not None:
         index = index.subset(table=subset) if isinstance(subset, str) else index.subset(names=subset)
     write_records(clade_records(index, args.rank), args.format, args.output)

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bioclip_hf.inference.pybioclip_format import RECORD_KEYS, pybioclip_columns
-from bioclip_hf.inference.records import (
-    FORMATS,
-    add_model_arguments,
-    quiet_library_skip_warnings,
-    report_errors,
-    stream_records,
-)
-from bioclip_hf.inference.runs import add_input_arguments, add_run_arguments
+from bioclip_hf.commands._runs import add_input_arguments, add_run_arguments
+from bioclip_hf.inference.pybioclip_format import RECORD_KEYS
+from bioclip_hf.inference.records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors
 from bioclip_hf.treeoflife.taxonomy import RANKS
 
 
@@ -68,41 +62,30 @@ def read_bins(path: str) -> dict[str, str]:
     return {row[0].strip(): row[1].strip() for row in rows[1:] if row and row[0].strip()}
 
 
-def _subset(value: str | None):
-    if value is None:
-        return None
-    if Path(value).is_file():
-        return value
-    if value.lower().endswith((".csv", ".tsv", ".parquet")):
-        raise FileNotFoundError(f"subset file not found: {value}")
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def run(args: argparse.Namespace) -> int:
-    import bioclip_hf.inference.runs as _batch
+    from bioclip_hf.commands._runs import apply_speed_options, open_inputs, report, run_options
     from bioclip_hf.hub.provenance import check_run_log_path, now, run_log, write_run_log
     from bioclip_hf.inference.batch import process_state
+    from bioclip_hf.inference.records import stream_records
+    from bioclip_hf.inference.runs import BatchResult, plan_predict_output, record_columns
 
     quiet_library_skip_warnings()
     started = now()
     _check_arguments(args)
     if args.log:
         check_run_log_path(args.log)
-    plan = _batch.plan_predict_output(args.output, args.format)
+    plan = plan_predict_output(args.output, args.format, flags=True)
     state = process_state()
-    batch_run = _batch.wants_batch_run(args, plan, state.world_size)
-    source = _batch.make_source(args)  # fails on missing inputs (and resumes with other options) before the model loads
-    if batch_run:
-        _batch.check_batch_resume(args, plan, source)
-    classifier, options, columns, settings = _classifier(args, state.device(args.device))
-    if batch_run:
-        columns = [_batch.key_column_name(column, source.key_column) for column in columns]
-        to_table = _batch.prediction_rows(classifier, args.k, options, source.key_column)
-        result = _batch.run_batch(args, plan, classifier, source, state, to_table, columns)
+    batch, source = open_inputs(args, plan, state)  # before the model loads
+    classifier, options, settings = _classifier(args, state.device(args.device))
+    apply_speed_options(classifier, args)
+    if batch is not None:
+        result = batch.predict(classifier, args.k, run_options=run_options(args), **options)
+        report(args, batch, result, f"{result.rows} rows")
     else:
-        _batch.apply_speed_options(classifier, args)
+        columns = record_columns(classifier, **options)
         count = stream_records(classifier.iter_predict(source.paths, k=args.k, **options), plan.fmt, None, columns)
-        result = _batch.BatchResult(count, source.errors + classifier.errors, len(source) + len(source.errors))
+        result = BatchResult(count, source.errors + classifier.errors, len(source) + len(source.errors))
         report_errors("predict", result.errors)
     if args.log and state.is_main:
         write_run_log(args.log, run_log(classifier, settings, result.images, result.errors, started,
@@ -126,19 +109,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _classifier(args: argparse.Namespace, device: str | None):
-    """(classifier, predict options, header columns, settings for the run log) for the chosen mode."""
-    from bioclip_hf.inference.classify import (
-        CustomLabelsClassifier,
-        FewShotClassifier,
-        TreeOfLifeClassifier,
-        taxon_record,
-    )
-    from bioclip_hf.treeoflife.taxonomy import Taxon
+    """(classifier, predict options, settings for the run log) for the chosen mode."""
+    from bioclip_hf.inference.classify import CustomLabelsClassifier, FewShotClassifier, TreeOfLifeClassifier
+    from bioclip_hf.treeoflife.files import parse_subset
 
-    pybioclip = args.columns == "pybioclip"
     common = dict(model_name_or_path=args.model, revision=args.revision, device=device, batch_size=args.batch_size,
                   progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess)  # fmt: skip
-    columns = pybioclip_columns(None) if pybioclip else ["file", "label", "score"]
     settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess,
                       "dtype": args.dtype, "compile": args.compile}  # fmt: skip
     options: dict = {}
@@ -153,12 +129,10 @@ def _classifier(args: argparse.Namespace, device: str | None):
     elif args.few_shot:
         classifier = FewShotClassifier(args.few_shot, **common)
         report_errors("predict", classifier.support_errors)
-        columns.append("distance")
         settings.update(mode="few-shot", examples=args.few_shot, classes=list(classifier.classes))
     else:
         options = {"rank": args.rank or "species", "min_prob": args.min_prob}
-        classifier = TreeOfLifeClassifier(index=args.index, subset=_subset(args.subset), index_revision=args.index_revision,
-                                          **common)  # fmt: skip
+        classifier = TreeOfLifeClassifier(index=args.index, subset=parse_subset(args.subset),
+                                          index_revision=args.index_revision, **common)  # fmt: skip
         settings.update(mode="tree-of-life", rank=options["rank"], min_prob=args.min_prob, subset=args.subset)
-        columns = pybioclip_columns(options["rank"]) if pybioclip else list(taxon_record("", options["rank"], Taxon(), 0.0))
-    return classifier, options, columns, settings
+    return classifier, options, settings

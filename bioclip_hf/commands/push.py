@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model folder (transformers or open_clip layout) to upload")
+    parser.add_argument("model", help="model folder (transformers or open_clip layout) or Hub repo id to upload")
     parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/bioclip-finetune (created if missing)")
     parser.add_argument("--eval-results", metavar="JSON", help="harness results (bioclip-hf evaluate) for the card")
     parser.add_argument("--base-model", default="imageomics/bioclip", help="base_model in the card (default: imageomics/bioclip)")
@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--commit-message", default="Upload BioCLIP model with bioclip-hf", help="commit message")
     parser.add_argument("--allow-pickle", action="store_true", help="allow reading pickle weights of the source")
+    parser.add_argument("--revision", help="branch, tag or commit when the model is a Hub repo id (default: the "
+                        "registry's pinned commit for released models, else main)")  # fmt: skip
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR and stop")
 
@@ -25,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def stage_repo_folder(args: argparse.Namespace, folder) -> None:
     """Write everything to upload into `folder`: weights, processor, card, open_clip copy."""
     from bioclip_hf.hub.cards import CardInfo, build_model_card
-    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel
-    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPProcessor
     from bioclip_hf.models.convert import export_to_open_clip
+    from bioclip_hf.models.loading import load_model_and_processor
 
-    model = BioCLIPModel.from_pretrained(args.model, allow_pickle=args.allow_pickle)
-    processor = BioCLIPProcessor.from_pretrained(args.model)
+    # The one loading path: pinned revisions, offline fast failure and pickle policy as in predict.
+    model, processor = load_model_and_processor(args.model, device="cpu", allow_pickle=args.allow_pickle,
+                                                revision=args.revision)  # fmt: skip
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     if not args.no_open_clip:
@@ -44,22 +46,25 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from huggingface_hub import HfApi
+    from bioclip_hf.hub.upload import upload
 
     if "/" not in args.repo_id.strip("/"):
         raise ValueError(f"repo id {args.repo_id!r} must look like owner/name")
-    if not Path(args.model).is_dir():
-        raise FileNotFoundError(f"model folder not found: {args.model}")
+    from bioclip_hf.hub.access import is_repo_id
+    from bioclip_hf.hub.registry import normalize_model_id
+
+    model_id = normalize_model_id(args.model)
+    if not Path(model_id).is_dir() and not (is_repo_id(model_id) and model_id.count("/") == 1):
+        raise FileNotFoundError(f"model folder not found: {args.model} (nor is it a Hub repo id owner/name)")
     if args.dry_run:
         folder = Path(args.dry_run)
         folder.mkdir(parents=True, exist_ok=True)
         stage_repo_folder(args, folder)
         print(folder)
         return 0
-    api = HfApi(token=args.token)
     with tempfile.TemporaryDirectory(prefix="bioclip-push-") as tmp:
         stage_repo_folder(args, Path(tmp))
-        url = api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-        commit = api.upload_folder(folder_path=tmp, repo_id=url.repo_id, commit_message=args.commit_message)
+        commit = upload(args.repo_id, folder=tmp, private=args.private, token=args.token,
+                        commit_message=args.commit_message)  # fmt: skip
     print(commit.commit_url)
     return 0

@@ -8,11 +8,11 @@ TreeOfLife-200M's `catalog.parquet` ~200M, so the lookup holds no Python object 
 - splits: a bit mask per id (an id listed under several splits, like train + train_small, keeps all bits).
 
 The catalog is read with Arrow's multithreaded CSV/Parquet readers straight into dictionary-encoded
-columns. `benchmarks/bench_catalog_memory.py` measures the peak RSS per million rows. `CatalogIndex.load_cached`
+columns. `benchmarks/bench_catalog_memory.py` measures the peak RSS per million rows. `catalog_cache.open_catalog_index`
 builds it once into an on-disk cache that every process memory-maps (`bioclip_hf.data.catalog_cache`).
 
 Example:
-    >>> index = CatalogIndex.load_cached("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
+    >>> index = CatalogIndex.load("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
     >>> row = index.lookup("4fe2a6ab-..."); index.in_split(row, "train"), index.taxon(row)  # doctest: +SKIP
 """
 
@@ -228,7 +228,8 @@ def _split_codes(codes: np.ndarray | None, names: list[str]) -> tuple[list[str],
 
 class CatalogIndex:
     """Sorted-id lookup over a catalog (see the module docstring); build with `CatalogIndex.load` (in this
-    process's memory) or `CatalogIndex.load_cached` (memory-mapped from a cache shared by processes).
+    process's memory) or `bioclip_hf.data.catalog_cache.open_catalog_index` (memory-mapped from a cache shared by
+    processes).
 
     Attributes:
         ids: sorted unique ids (`S<width>`).
@@ -257,18 +258,6 @@ class CatalogIndex:
         logger.info("catalog %s: %d rows, %d ids, images per split %s (%.1f MB in memory)", path, index.num_rows,
                     len(index.ids), index.counts, index.nbytes / 1e6)  # fmt: skip
         return index
-
-    @classmethod
-    def load_cached(cls, path: str | Path, schema: CatalogSchema) -> CatalogIndex:
-        """The same index, memory-mapped from an on-disk cache built once per catalog (by the first process to
-        take its lock; the others wait, then map it): N processes on a node share one copy.
-
-        Example:
-            >>> index = CatalogIndex.load_cached("metadata/catalog.csv", TOL10M_SCHEMA)  # doctest: +SKIP
-        """
-        from bioclip_hf.data.catalog_cache import open_catalog_index
-
-        return open_catalog_index(path, schema)
 
     @staticmethod
     def _read(path: str | Path, schema: CatalogSchema) -> tuple:

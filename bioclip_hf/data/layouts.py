@@ -150,6 +150,24 @@ def per_batch_text_type(step: int) -> str:
     return random.Random(step).choice(PER_BATCH_ORDER)
 
 
+def select_batch_text_type(batch: dict[str, Any], step: int) -> dict[str, Any]:
+    """Per-batch text mixing: keep only the captions of the type `per_batch_text_type(step)` picks.
+
+    Batches built with `text_mixing: per_batch` carry `input_ids_by_type` (one row per text type, in `TEXT_TYPES`
+    order); other batches are returned unchanged. Training passes the optimizer step, validation the batch number
+    (the original validation seeds with it), so both draw the same way.
+
+    Example:
+        >>> select_batch_text_type({"input_ids": [1]}, step=0)
+        {'input_ids': [1]}
+    """
+    if "input_ids_by_type" not in batch:
+        return batch
+    batch = dict(batch)
+    batch["input_ids"] = batch.pop("input_ids_by_type")[TEXT_TYPES.index(per_batch_text_type(step))]
+    return batch
+
+
 def check_text_mixing(text_mixing: str) -> str:
     if text_mixing not in TEXT_MIXING:
         raise ValueError(f"text_mixing must be one of {', '.join(TEXT_MIXING)}, got {text_mixing!r}")
@@ -169,4 +187,5 @@ __all__ = [
     "detect_layout",
     "official_taxon",
     "per_batch_text_type",
+    "select_batch_text_type",
 ]

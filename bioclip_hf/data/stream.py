@@ -22,7 +22,6 @@ Pipeline (deterministic for a given `seed`):
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import random
 import re
@@ -34,6 +33,7 @@ from typing import Any
 
 from bioclip_hf.data.layouts import OURS, TAXON_FIELD, CaptionLayout, check_text_mixing, detect_layout
 from bioclip_hf.data.treeoflife_sources import SKIP_FIELD
+from bioclip_hf.models.bioclip.image_decoding import decode_image
 from bioclip_hf.treeoflife.taxonomy import DEFAULT_TEMPLATE, TEXT_TYPES, check_text_type
 
 logger = logging.getLogger(__name__)
@@ -162,23 +162,6 @@ def _image_column(features: Any, location: str) -> str:
     raise ValueError(f"dataset {location} has no image field (expected one of {', '.join(IMAGE_FIELDS)})")
 
 
-def decode_image(value: Any):
-    """PIL image from a datasets Image value (`{"bytes", "path"}`), raw bytes or a PIL image; ValueError if corrupt."""
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        return value
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if not isinstance(data, (bytes, bytearray)):
-        raise ValueError("sample has no image bytes")
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image: {err}") from None
-    return image
-
-
 def choose_text(example: dict[str, Any], text_type: str, rng: random.Random,
                 template: str | None = DEFAULT_TEMPLATE, layout: CaptionLayout = OURS) -> tuple[str, str]:  # fmt: skip
     """(text, text_type) for one sample: a fixed type or, for "mixed", one drawn with `rng`.
@@ -226,7 +209,7 @@ def _decoder(text_type: str, seed: int, epoch: int, template: str | None, image_
         rng = random.Random(f"{seed}:{epoch}:{key}")
         try:
             image = decode_image(value)
-        except (ValueError, KeyError) as err:
+        except (ValueError, TypeError, OSError) as err:  # corrupt, missing (a path-only entry) or not an image
             return _bad(key, f"image: {err}")
         try:
             text, chosen = choose_text(example, text_type, rng, template, layout)

@@ -7,7 +7,7 @@
   TreeOfLife-toolbox (members `<uuid>.jpg`, other members ignored) + `catalog.parquet` keyed by `uuid`.
 
 Captions are joined from the catalog by the member's id (`CatalogIndex`, built once into an on-disk cache that
-every process and loader worker memory-maps: `tol_catalog_cache`); the catalog's `split` column is honoured.
+every process and loader worker memory-maps: `catalog_cache`); the catalog's `split` column is honoured.
 Images without a catalog row are skipped and counted (`no_catalog_row`), images of another split are skipped and
 counted (`other_split`).
 The samples look like our shards' (`jpg` + `taxon.json`), so the rest of `bioclip_hf.data.stream` is shared.
@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bioclip_hf.data.catalog import TOL10M_SCHEMA, TOL200M_SCHEMA, CatalogIndex, CatalogSchema
+from bioclip_hf.data.catalog_cache import open_catalog_index
 from bioclip_hf.treeoflife.taxonomy import RANKS
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ToLSource:
 @functools.lru_cache(maxsize=4)
 def load_catalog_index(catalog: str, kind: str) -> CatalogIndex:
     """The catalog's `CatalogIndex`, memory-mapped from its cache (built by the first process of a node)."""
-    return CatalogIndex.load_cached(catalog, SCHEMAS[kind])
+    return open_catalog_index(catalog, SCHEMAS[kind])
 
 
 def _missing(parts: dict[str, bool]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,20 +30,6 @@ class TaskData:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def open_image(image: Any):
-    """Path, bytes or PIL image -> RGB PIL image (clear errors on missing/corrupt files)."""
-    from bioclip_hf.models.bioclip.processing_bioclip import to_pil
-
-    if isinstance(image, (bytes, bytearray)):
-        from PIL import Image
-
-        try:
-            return Image.open(io.BytesIO(image)).convert("RGB")
-        except Exception as err:  # PIL raises several types for bad data
-            raise ValueError(f"cannot read image bytes: {err}") from None
-    return to_pil(image)
 
 
 def _load_split(spec: TaskSpec):

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from bioclip_hf.evaluation.data import TaskData, load_task_data, open_image
+from bioclip_hf.evaluation.data import TaskData, load_task_data
 from bioclip_hf.evaluation.report import write_results
 from bioclip_hf.evaluation.tasks import TaskSpec, list_tasks, load_task
+from bioclip_hf.models.bioclip.image_decoding import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def image_features(model: Any, processor: Any, images: list[Any], batch_size: in
     chunks = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            batch = np.stack([transform(open_image(image)) for image in images[start : start + batch_size]])
+            batch = np.stack([transform(decode_image(image)) for image in images[start : start + batch_size]])
             pixels = torch.from_numpy(batch).to(device=device, dtype=next(model.parameters()).dtype)
             chunks.append(model.encode_image(pixels, normalize=True).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

@@ -1,8 +1,12 @@
-"""Model cards for BioCLIP checkpoints: the `model_card.md` template rendered with huggingface_hub.
+"""Hub cards rendered from the template files in `templates/` with huggingface_hub's `ModelCard` / `DatasetCard`.
 
-The template ships in the package (`templates/model_card.md`, a link to the repository's top-level `model_card.md`).
-The card's metadata (library, pipeline tag, base model, datasets, license) and its `model-index` come from a
-`ModelCardData`; evaluation results come from a results JSON written by the harness (`bioclip-hf evaluate`).
+- `build_model_card`: BioCLIP checkpoints (`model_card.md`, a link to the repository's top-level `model_card.md`).
+  Its metadata (library, pipeline tag, base model, datasets, license) and `model-index` come from a
+  `ModelCardData`; evaluation results come from a results JSON written by the harness (`bioclip-hf evaluate`).
+- `build_results_card`: a batch run's embeddings / predictions published as a dataset (`results_card.md`).
+- `build_dataset_card`: TreeOfLife-style WebDataset shards from `dataset_scripts/` (`dataset_card.md`).
+
+The templates ship in the package (package-data `hub/templates/*.md`).
 """
 
 from __future__ import annotations
@@ -10,13 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+TEMPLATE_PATH = TEMPLATES_DIR / "model_card.md"
+RESULTS_TEMPLATE_PATH = TEMPLATES_DIR / "results_card.md"
+DATASET_TEMPLATE_PATH = TEMPLATES_DIR / "dataset_card.md"
 TEXT_TYPES_IN_CARD = ("taxonomic", "scientific", "common", "taxonomic+common", "scientific+common")
 
 
@@ -113,7 +121,7 @@ def build_model_card(info: CardInfo, eval_results: str | os.PathLike | dict | No
     from huggingface_hub import ModelCard, ModelCardData
 
     template = Path(template_path) if template_path else TEMPLATE_PATH
-    if not template.is_file():
+    if not template.is_file():  # before reading the results: a wrong template is the first thing to report
         raise FileNotFoundError(f"model card template not found: {template}")
     results = load_eval_results(eval_results)
     eval_entries = eval_results_from_harness(results) if results else None
@@ -124,12 +132,85 @@ def build_model_card(info: CardInfo, eval_results: str | os.PathLike | dict | No
     )  # fmt: skip
     table = eval_table(results) if results else ""
     templates = results.get("config", {}).get("templates") if results else None
-    card = ModelCard.from_template(
-        card_data, template_path=str(template), repo_id=info.repo_id, model_name=info.model_name, model_summary=info.summary,
+    return render_card(
+        ModelCard, card_data, template, repo_id=info.repo_id, model_name=info.model_name, model_summary=info.summary,
         has_open_clip=info.has_open_clip, eval_table=table, index_path=info.index_path,
         eval_templates='the template "a photo of {}."' if templates == "single" else None,
     )  # fmt: skip
+
+
+def render_card(card_class: Any, card_data: Any, template: str | os.PathLike, **fields: Any) -> Any:
+    """`card_class.from_template` (ModelCard / DatasetCard): the Jinja `template` filled with `card_data` and `fields`.
+
+    The template's `{{ card_data }}` becomes the YAML header. Jinja drops a template's final newline; the card
+    keeps it, so the README ends like its template.
+    """
+    template = Path(template)
+    if not template.is_file():
+        raise FileNotFoundError(f"{card_class.repo_type} card template not found: {template}")
+    card = card_class.from_template(card_data, template_path=str(template), **fields)
+    if template.read_text(encoding="utf-8").endswith("\n") and not card.text.endswith("\n"):
+        card.text += "\n"
     return card
+
+
+def build_results_card(repo_id: str, metadata: Mapping[str, Any], columns: Sequence[str], rows: int, images: int,
+                       files: int, errors: int, template_path: str | os.PathLike | None = None) -> Any:  # fmt: skip
+    """Dataset card (a `huggingface_hub.DatasetCard`) of a batch run published with `--push-to-hub`.
+
+    Args:
+        repo_id: the dataset repo ("owner/name").
+        metadata: the run's metadata: `command`, `model`, `revision` or `commit`, `options`.
+        columns: columns of the Parquet files; an `embedding` column makes it an embeddings dataset.
+        rows, images, files, errors: rows written, images read, Parquet files, unreadable images.
+        template_path: Jinja template (default: the bundled `results_card.md`).
+
+    Example:
+        >>> str(build_results_card("me/emb", {"model": "imageomics/bioclip"}, ["file", "embedding"], 9, 10, 1, 1))  # doctest: +SKIP
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    embeds = "embedding" in columns
+    tags = ["bioclip", "biology", "tree-of-life"] + (["embeddings"] if embeds else ["predictions"])
+    data = DatasetCardData(tags=tags, configs=[{"config_name": "default",
+                                                "data_files": [{"split": "train", "path": "data/*.parquet"}]}])  # fmt: skip
+    model = str(metadata.get("model", ""))
+    is_hub_model = "/" in model and not Path(model).exists()
+    return render_card(
+        DatasetCard, data, Path(template_path) if template_path else RESULTS_TEMPLATE_PATH,
+        title=repo_id.split("/")[-1], what="Image embeddings" if embeds else "Predictions", images=images,
+        command=str(metadata.get("command", "embed")), model=model,
+        model_url=f"https://huggingface.co/{model}" if is_hub_model else model,
+        revision=metadata.get("revision") or metadata.get("commit"), rows=rows, files=files, columns=list(columns),
+        errors=errors, repo_id=repo_id, options=json.dumps(metadata.get("options", {}), indent=2, default=str),
+    )  # fmt: skip
+
+
+def build_dataset_card(metadata: Mapping[str, Any], name: str, repo_id: str, license: str, num_samples: int,
+                       splits: Mapping[str, int], num_shards: int, shard_size: int, num_skipped: int,
+                       skipped: Mapping[str, int], template_path: str | os.PathLike | None = None) -> Any:  # fmt: skip
+    """Dataset card (a `huggingface_hub.DatasetCard`) of TreeOfLife-style WebDataset shards (`dataset_scripts/`).
+
+    Args:
+        metadata: the YAML header (license, task_categories, size_categories, configs, dataset_info, ...).
+        name: dataset title.
+        repo_id: Hub id shown in the usage snippets.
+        license: license id named in the text.
+        num_samples, splits: samples in all, per split.
+        num_shards, shard_size: number of tar files, most samples in one.
+        num_skipped, skipped: catalog rows skipped while building, in all and per reason.
+        template_path: Jinja template (default: the bundled `dataset_card.md`).
+
+    Example:
+        >>> build_dataset_card(meta, "my-tol", "me/my-tol", "cc0-1.0", 9, {"train": 9}, 1, 9, 0, {}).save("README.md")  # doctest: +SKIP
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    return render_card(
+        DatasetCard, DatasetCardData(**metadata), Path(template_path) if template_path else DATASET_TEMPLATE_PATH,
+        name=name, repo_id=repo_id, license=license, num_samples=num_samples, splits=dict(sorted(splits.items())),
+        num_shards=num_shards, shard_size=shard_size, num_skipped=num_skipped, skipped=dict(skipped),
+    )  # fmt: skip
 
 
 def eval_table(results: dict[str, Any]) -> str:

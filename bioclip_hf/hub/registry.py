@@ -6,7 +6,8 @@ hash is publicly confirmed; every other entry follows `main`, and the commit act
 the Hugging Face cache (`resolved_commit`), so every run can say exactly which weights and index it used.
 
 Any other open_clip (`hf-hub:` prefix accepted) or transformers CLIP checkpoint still loads for custom labels,
-few-shot and embeddings; only Tree-of-Life prediction needs an entry here (or an index of your own).
+few-shot and embeddings; only Tree-of-Life prediction needs an entry here (or an index of your own). The index
+files are downloaded by `hub.index_files.resolve_index_files` and read by `TreeOfLifeIndex.from_registry`.
 
 Standard library only at import time: the CLI lists models without importing torch.
 
@@ -17,14 +18,11 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 HF_HUB_PREFIX = "hf-hub:"
 DEFAULT_MODEL = "imageomics/bioclip-2"  # pybioclip's default since 2.0
@@ -65,14 +63,14 @@ class ModelEntry:
     note: str = ""
 
 
-_SPECIES = IndexFiles.named("txt_emb_species")
+SPECIES_FILES = IndexFiles.named("txt_emb_species")  # pybioclip's layout; each index repo's default model
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("imageomics/bioclip", "ViT-B-16", "bioclip", 512,
-               index=IndexSource("imageomics/TreeOfLife-10M", (IndexFiles.named("txt_emb_bioclip"), _SPECIES)),
+               index=IndexSource("imageomics/TreeOfLife-10M", (IndexFiles.named("txt_emb_bioclip"), SPECIES_FILES)),
                note="BioCLIP (CVPR 2024); being retrained on corrected labels, so its commit is recorded per run"),
     # 2957b322...: the commit third-party exporters pin (the only publicly confirmed full hash of these repos).
     ModelEntry("imageomics/bioclip-2", "ViT-L-14", "bioclip-2", 768, "2957b322090f9cb17ae72c71981c7218a28d81e0",
-               index=IndexSource("imageomics/TreeOfLife-200M", (IndexFiles.named("txt_emb_bioclip-2"), _SPECIES)),
+               index=IndexSource("imageomics/TreeOfLife-200M", (IndexFiles.named("txt_emb_bioclip-2"), SPECIES_FILES)),
                note="BioCLIP 2; the default model, as in pybioclip"),
     ModelEntry("imageomics/bioclip-2.5-vith14", "ViT-H-14", "bioclip-2.5", 1024,
                index=IndexSource("imageomics/TreeOfLife-200M", (IndexFiles.named("txt_emb_bioclip-2.5-vith14"),)),
@@ -183,19 +181,20 @@ def resolved_commit(repo_id: str, revision: str | None, filenames: tuple[str, ..
     return None
 
 
-def check_revision_cached(repo_id: str, revision: str | None, repo_type: str = "model") -> None:
+def check_revision_cached(repo_id: str, revision: str | None, repo_type: str = "model", cache_dir: str | None = None) -> None:
     """Offline (HF_HUB_OFFLINE=1), a pinned commit must be in the cache: say so in one line if it is not."""
     import huggingface_hub.constants as constants
 
     if not revision or not _COMMIT.fullmatch(revision) or not constants.HF_HUB_OFFLINE:
         return
-    repo_dir = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    cache = cache_dir or constants.HF_HUB_CACHE
+    repo_dir = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
     if (repo_dir / "snapshots" / revision).is_dir():
         return
     cached = sorted(p.name for p in (repo_dir / "snapshots").glob("*")) if repo_dir.is_dir() else []
     hint = f"; cached commits: {', '.join(cached[:3])} (pass one as the revision to use it)" if cached else ""
     raise RevisionNotCachedError(f"{repo_id} at commit {revision} is not in the offline Hugging Face cache "
-                                 f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it{hint}")  # fmt: skip
+                                 f"({cache}) and HF_HUB_OFFLINE=1 forbids downloading it{hint}")  # fmt: skip
 
 
 def model_provenance(name: str | os.PathLike, revision: str | None) -> dict[str, Any]:
@@ -205,71 +204,6 @@ def model_provenance(name: str | os.PathLike, revision: str | None) -> dict[str,
         return {"id": model_id, "path": str(Path(model_id).expanduser().resolve()), "revision": None, "commit": None}
     commit = resolved_commit(model_id, revision, ("open_clip_config.json", "config.json"))
     return {"id": model_id, "revision": revision, "commit": commit}
-
-
-# -- the released index ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ResolvedIndex:
-    """Local paths of a downloaded (or cached) released index and where they came from."""
-
-    repo_id: str
-    revision: str | None
-    commit: str | None
-    files: IndexFiles
-    embeddings_path: str
-    names_path: str
-
-    def provenance(self) -> dict[str, Any]:
-        return {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit,
-                "files": [self.files.embeddings, self.files.names]}  # fmt: skip
-
-
-def resolve_index_files(source: IndexSource, revision: str | None = None) -> ResolvedIndex:
-    """Download (or find in the cache) the first candidate file pair of `source` that the repo holds.
-
-    Args:
-        source: the index of a registry entry.
-        revision: overrides `source.revision` (branch, tag or commit of the dataset repo).
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    from bioclip_hf.hub.access import hub_download_kwargs
-
-    revision = revision or source.revision
-    check_revision_cached(source.repo_id, revision, "dataset")
-    first = (source.files[0].embeddings, source.files[0].names)
-    hub = hub_download_kwargs(source.repo_id, "dataset", revision, None, first, "a local index (--index DIR)")
-    missing: list[str] = []
-    for files in source.files:
-        try:
-            paths = [hf_hub_download(source.repo_id, name, repo_type="dataset", revision=revision, **hub)
-                     for name in (files.embeddings, files.names)]  # fmt: skip
-        except EntryNotFoundError as err:  # absent from the repo (or, offline, from the cache): try the next pair
-            logger.info("%s: %s not available (%s)", source.repo_id, files.embeddings, type(err).__name__)
-            missing.append(files.embeddings)
-            continue
-        if missing:
-            logger.warning("%s has no %s; using %s", source.repo_id, " or ".join(missing), files.embeddings)
-        return ResolvedIndex(source.repo_id, revision, snapshot_commit(paths[0]), files, *paths)
-    where = f"{source.repo_id}@{revision}" if revision else source.repo_id
-    raise FileNotFoundError(f"{where} has none of {', '.join(missing)} (in the repo or the offline cache); "
-                            "pass --index, or build one with `bioclip-hf build-index`")  # fmt: skip
-
-
-def load_registry_index(name: str | os.PathLike, revision: str | None = None) -> Any:
-    """The released `TreeOfLifeIndex` of a registry model, with its provenance in `index.metadata`.
-
-    Example:
-        >>> index = load_registry_index("imageomics/bioclip-2")  # doctest: +SKIP
-        >>> index.metadata["commit"]  # doctest: +SKIP
-    """
-    from bioclip_hf.treeoflife.index import TreeOfLifeIndex
-
-    resolved = resolve_index_files(index_source(name), revision)
-    index = TreeOfLifeIndex.from_tol_files(resolved.embeddings_path, resolved.names_path)
-    index.metadata.update(resolved.provenance())
-    return index
 
 
 def _stem(files: IndexFiles) -> str:

@@ -92,16 +92,21 @@ def run_file(folder: str | os.PathLike) -> Path:
     return Path(folder) / RUN_DIR / RUN_FILE
 
 
-def changed_option(previous: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """A one-line description of the first difference between two run descriptions, or None."""
+def changed_option(previous: Mapping[str, Any], current: Mapping[str, Any], flags: bool = True) -> str | None:
+    """A one-line description of the first difference between two run descriptions, or None; options are named
+    as command-line flags (`--part-size`) or, with `flags=False`, as Python arguments (`part_size`)."""
+
+    def option(name: str) -> str:
+        return f"--{name.replace('_', '-')}" if flags else name
+
     if previous.get("command") != current.get("command"):
         return f"it was a {previous.get('command')!r} run, this is {current.get('command')!r}"
     old_options, new_options = previous.get("options", {}), current.get("options", {})
     for name in dict.fromkeys([*old_options, *new_options]):
         if old_options.get(name) != new_options.get(name):
-            return f"--{name.replace('_', '-')} was {old_options.get(name)!r}, now {new_options.get(name)!r}"
+            return f"{option(name)} was {old_options.get(name)!r}, now {new_options.get(name)!r}"
     if previous.get("block_size") != current.get("block_size"):
-        return f"--part-size was {previous.get('block_size')}, now {current.get('block_size')}"
+        return f"{option('part_size')} was {previous.get('block_size')}, now {current.get('block_size')}"
     if previous.get("inputs") != current.get("inputs"):
         return f"the inputs changed (was {_describe(previous.get('inputs'))}, now {_describe(current.get('inputs'))})"
     return None
@@ -115,16 +120,16 @@ def _describe(inputs: Any) -> str:
     return ", ".join(f"{key}={value}" for key, value in inputs.items() if key != "kind")
 
 
-def check_resume(folder: str | os.PathLike, run: Mapping[str, Any]) -> bool:
+def check_resume(folder: str | os.PathLike, run: Mapping[str, Any], flags: bool = True) -> bool:
     """Refuse (ValueError, one line naming the option) to continue `folder` with another `run`; True if resuming."""
     path = run_file(folder)
     if not path.is_file():
         return False
     previous = json.loads(path.read_text(encoding="utf-8"))
-    change = changed_option(previous, json.loads(json.dumps(run, default=str)))
+    change = changed_option(previous, json.loads(json.dumps(run, default=str)), flags)
     if change:
         raise ValueError(f"{folder} holds parts of another run: {change} (rerun with the same options, "
-                         "or use another --output)")  # fmt: skip
+                         f"or use another {'--output' if flags else 'output'})")  # fmt: skip
     return True
 
 

@@ -24,7 +24,6 @@ import torch
 from bioclip_hf.hub.registry import (
     DEFAULT_MODEL,
     index_source,
-    load_registry_index,
     model_provenance,
     model_revision,
     requested_model_name,
@@ -280,7 +279,7 @@ class TreeOfLifeClassifier(BaseClassifier):
         super().__init__(**kwargs)
         self.index_origin = None if index is None or isinstance(index, TreeOfLifeIndex) else str(index)
         if index is None:
-            index = load_registry_index(self.model_name, index_revision)
+            index = TreeOfLifeIndex.from_registry(self.model_name, index_revision)
         elif not isinstance(index, TreeOfLifeIndex):
             index = load_index(index)
         self.full_index = index.to(self.device)

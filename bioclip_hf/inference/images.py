@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import glob
-import io
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,10 @@ from typing import Any
 
 import torch
 
-# What a broken image raises: PIL (OSError, SyntaxError on some bad headers), our checks (ValueError, TypeError).
+from bioclip_hf.models.bioclip.image_decoding import decode_image
+
+# What a broken payload raises: decode_image (ValueError, FileNotFoundError, TypeError) or the transform (PIL's
+# OSError/SyntaxError on a lazily read image passed in by the caller).
 DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError)
 
 
@@ -64,33 +66,15 @@ def image_key(image: Any, position: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"<image {position}>"
 
 
-def open_payload(payload: Any) -> Any:
-    """An image payload as something `BioCLIPImageProcessor.transform` accepts.
-
-    Payloads are file paths, PIL images, uint8 arrays, or the `{"bytes": ..., "path": ...}` dicts that a `datasets`
-    `Image(decode=False)` column yields (decoded here, in the worker, rather than in the reading process).
-    """
-    if isinstance(payload, dict):
-        from PIL import Image
-
-        data, path = payload.get("bytes"), payload.get("path")
-        if data is not None:
-            try:
-                image = Image.open(io.BytesIO(data))
-                image.load()
-            except (OSError, Image.DecompressionBombError) as err:
-                raise ValueError(f"cannot read image {path or '<bytes>'}: {err}") from None
-            return image
-        if path:
-            return path
-        raise ValueError("image entry has neither bytes nor a path")
-    return payload
-
-
 def safe_transform(transform: Callable[[Any], Any], payload: Any) -> Any:
-    """`transform(open_payload(payload))`, or the exception when the image cannot be read."""
+    """`transform` of the decoded `payload`, or the exception when the image cannot be read.
+
+    Payloads are anything `decode_image` takes: file paths, PIL images, uint8 arrays, or the `{"bytes": ..., "path":
+    ...}` dicts that a `datasets` `Image(decode=False)` column yields (decoded here, in the worker, rather than in the
+    reading process).
+    """
     try:
-        return transform(open_payload(payload))
+        return transform(decode_image(payload))
     except DECODE_ERRORS as err:
         return err
 

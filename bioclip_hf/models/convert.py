@@ -2,6 +2,9 @@
 
 open_clip / pybioclip users load our exports with
 `open_clip.create_model_and_transforms("local-dir:PATH")` or `"hf-hub:REPO"`.
+
+Sources are read through the one loading path (`bioclip_hf.models.loading`): a Hub repo id gets the registry's pinned
+revision (unless `revision` is given), the fast offline failure and the `allow_pickle` policy, as in predict.
 """
 
 from __future__ import annotations
@@ -22,35 +25,41 @@ from bioclip_hf.models.bioclip.open_clip_format import (
 from bioclip_hf.utils.io import atomic_directory
 
 logger = logging.getLogger(__name__)
+_LOCAL_SOURCE = "a local checkpoint folder as the source"
 
 
-def convert_open_clip_checkpoint(source: str | os.PathLike, output: str | os.PathLike, allow_pickle: bool = False) -> Path:
+def convert_open_clip_checkpoint(
+    source: str | os.PathLike, output: str | os.PathLike, allow_pickle: bool = False, revision: str | None = None
+) -> Path:
     """Convert an open_clip-format checkpoint (folder or Hub repo id) into a transformers folder.
 
     Args:
         source: folder / repo holding `open_clip_config.json` + open_clip weights.
         output: folder to write (`config.json`, `model.safetensors`, processor files, remote code).
         allow_pickle: allow `open_clip_pytorch_model.bin` when no safetensors file exists.
+        revision: branch, tag or commit of a Hub repo (default: the registry's pinned commit, else `main`).
 
     Example:
         >>> convert_open_clip_checkpoint("imageomics/bioclip", "bioclip-hf")  # doctest: +SKIP
     """
-    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel, resolve_open_clip_files
-    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPProcessor
+    from bioclip_hf.models.bioclip.modeling_bioclip import resolve_open_clip_files
+    from bioclip_hf.models.loading import load_model, load_processor, resolve_model_source
 
-    if resolve_open_clip_files(source, allow_pickle=allow_pickle) is None:
+    resolved = resolve_model_source(str(source), revision, allow_pickle, local_alternative=_LOCAL_SOURCE)
+    if resolve_open_clip_files(resolved.name, allow_pickle=resolved.allow_pickle, **resolved.hub) is None:
         raise CheckpointFormatError(f"{source} is not an open_clip checkpoint (no {OPEN_CLIP_CONFIG_NAME} found)")
-    model = BioCLIPModel.from_pretrained(source, allow_pickle=allow_pickle)
-    processor = BioCLIPProcessor.from_pretrained(source)
+    model = load_model(resolved, device="cpu")
+    processor = load_processor(resolved)
     with atomic_directory(output) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-    logger.info("wrote transformers checkpoint to %s", output)
+    logger.info("wrote transformers checkpoint of %s to %s", model.bioclip_source, output)
     return Path(output)
 
 
 def export_to_open_clip(
-    source: Any, output: str | os.PathLike, processor: Any = None, also_pickle: bool = False, allow_pickle: bool = False
+    source: Any, output: str | os.PathLike, processor: Any = None, also_pickle: bool = False, allow_pickle: bool = False,
+    revision: str | None = None,
 ) -> Path:
     """Write a BioCLIP model in open_clip's Hub layout (config + safetensors, optionally .bin).
 
@@ -60,6 +69,7 @@ def export_to_open_clip(
         processor: the `BioCLIPProcessor` whose preprocessing to record (loaded from `source` if omitted).
         also_pickle: also write `open_clip_pytorch_model.bin` (for very old open_clip versions).
         allow_pickle: allow reading pickle weights when `source` is an open_clip checkpoint.
+        revision: branch, tag or commit when `source` is a Hub repo id (default: the registry's pin, else `main`).
 
     Example:
         >>> export_to_open_clip("my-finetune", "my-finetune-open_clip")  # doctest: +SKIP
@@ -68,14 +78,16 @@ def export_to_open_clip(
     from safetensors.torch import save_file
 
     from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel
-    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor
+    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPImageProcessor
+    from bioclip_hf.models.loading import load_model, load_processor, resolve_model_source
 
     if isinstance(source, BioCLIPModel):
         model = source
     else:
-        model = BioCLIPModel.from_pretrained(source, allow_pickle=allow_pickle)
+        resolved = resolve_model_source(str(source), revision, allow_pickle, local_alternative=_LOCAL_SOURCE)
+        model = load_model(resolved, device="cpu")
         if processor is None:
-            processor = BioCLIPProcessor.from_pretrained(source)
+            processor = load_processor(resolved)
     image_processor = processor.image_processor if processor is not None else BioCLIPImageProcessor(
         size=model.config.vision_config.image_size
     )

@@ -1,8 +1,16 @@
-"""One place that turns a model name into a ready (model, processor) pair for CLI, eval, Space."""
+"""One place that turns a model name into a ready model (and processor) for every command: predict, embed,
+evaluate, build-index, `train --init_from`, convert, push, and the Space.
+
+Resolving the source (`resolve_model_source`) applies, in this order: the `hf-hub:` spelling, an explicit revision or
+else the registry's pinned commit, the offline check that a pinned commit is cached, the fast one-line failure when
+the Hub cannot be reached, and the `allow_pickle` policy (on for the official releases). The loaded model records
+where its weights came from (`model.bioclip_source`: id, revision, commit read back from the HF cache).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from bioclip_hf.hub.registry import (
@@ -17,10 +25,12 @@ from bioclip_hf.hub.registry import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "OFFICIAL_REPOS", "load_model_and_processor", "resolve_device"]
+__all__ = ["DEFAULT_MODEL", "OFFICIAL_REPOS", "ModelSource", "load_model", "load_model_and_processor", "load_processor",
+           "resolve_device", "resolve_model_source"]  # fmt: skip
 # The official releases may only ship open_clip's pickle weights; they are read with
 # torch.load(weights_only=True), which refuses arbitrary objects, so the loader opts in for them alone.
 OFFICIAL_REPOS = frozenset(entry.repo_id for entry in MODELS)
+LOCAL_ALTERNATIVE = "a local checkpoint folder (--model ./folder)"
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -42,6 +52,84 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """A checkpoint to load, resolved once: what to read, at which revision, and how.
+
+    Attributes:
+        name: Hub repo id (`hf-hub:` removed) or local path.
+        revision: the explicit revision, else the registry's pinned commit, else None (`main`); None for paths.
+        hub: download kwargs for `from_pretrained` / `cached_file` (`revision`, `local_files_only` when the Hub
+            cannot be reached but the repo is cached).
+        allow_pickle: whether open_clip pickle weights may be read (always for `OFFICIAL_REPOS`).
+    """
+
+    name: str
+    revision: str | None = None
+    hub: dict[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
+
+    def provenance(self) -> dict[str, Any]:
+        """Id, requested revision and the commit the HF cache holds for it now (or the absolute local path)."""
+        return model_provenance(self.name, self.revision)
+
+
+def resolve_model_source(
+    name_or_path: str = DEFAULT_MODEL, revision: str | None = None, allow_pickle: bool = False,
+    local_alternative: str = LOCAL_ALTERNATIVE,
+) -> ModelSource:
+    """Apply the pins, the offline checks and the pickle policy to a model name; no model code is imported.
+
+    Args:
+        name_or_path: local folder, Hub repo id or `hf-hub:` id.
+        revision: branch, tag or commit of a Hub repo; None: the registry's pinned commit (if any) or `main`.
+        allow_pickle: allow reading pickle weights of open_clip checkpoints (always on for `OFFICIAL_REPOS`).
+        local_alternative: what to suggest instead when the Hub is unreachable and the repo is not cached.
+
+    Example:
+        >>> resolve_model_source("hf-hub:imageomics/bioclip-2").revision  # doctest: +SKIP
+        '2957b322090f9cb17ae72c71981c7218a28d81e0'
+    """
+    from bioclip_hf.hub.access import hub_download_kwargs
+
+    name = normalize_model_id(name_or_path)
+    revision = model_revision(name, revision)
+    hub: dict[str, Any] = {}
+    if not is_local(name) and revision:
+        check_revision_cached(name, revision)
+        hub["revision"] = revision
+    # An unreachable Hub fails here in seconds with one line (or the cache is used), not after minutes of retries,
+    # and before the model code (transformers) is imported.
+    hub.update(hub_download_kwargs(name, revision=revision, local_alternative=local_alternative))
+    return ModelSource(name, revision, hub, allow_pickle or name in OFFICIAL_REPOS)
+
+
+def load_model(source: ModelSource, device: str | None = None, dtype: Any = None) -> Any:
+    """The `BioCLIPModel` of a resolved source (eval mode, on `device`), with `bioclip_source` provenance set.
+
+    Example:
+        >>> model = load_model(resolve_model_source("imageomics/bioclip"), device="cpu")  # doctest: +SKIP
+    """
+    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel
+
+    device = resolve_device(device)
+    kwargs: dict[str, Any] = {"allow_pickle": source.allow_pickle, **source.hub}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = BioCLIPModel.from_pretrained(source.name, **kwargs).to(device).eval()
+    # Where the weights came from (commit read back from the HF cache now), for classifiers, cards and logs.
+    model.bioclip_source = source.provenance()
+    logger.info("loaded %s%s on %s", source.name, f"@{source.revision}" if source.revision else "", device)
+    return model
+
+
+def load_processor(source: ModelSource) -> Any:
+    """The `BioCLIPProcessor` saved with a resolved source (built from `open_clip_config.json` for open_clip)."""
+    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPProcessor
+
+    return BioCLIPProcessor.from_pretrained(source.name, **source.hub)
+
+
 def load_model_and_processor(
     name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None, allow_pickle: bool = False,
     revision: str | None = None,
@@ -58,30 +146,8 @@ def load_model_and_processor(
     Example:
         >>> model, processor = load_model_and_processor("hf-hub:imageomics/bioclip")  # doctest: +SKIP
     """
-    from bioclip_hf.hub.access import hub_download_kwargs
-
-    name = normalize_model_id(name_or_path)
-    revision = model_revision(name, revision)
-    hub: dict[str, Any] = {}
-    if not is_local(name) and revision:
-        check_revision_cached(name, revision)
-        hub["revision"] = revision
-    # An unreachable Hub fails here in seconds with one line (or the cache is used), not after minutes of retries,
-    # and before the model code (transformers) is imported.
-    hub.update(hub_download_kwargs(name, revision=revision, local_alternative="a local checkpoint folder (--model ./folder)"))
-    from bioclip_hf.models.bioclip.modeling_bioclip import BioCLIPModel
-    from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPProcessor
-
-    device = resolve_device(device)
-    kwargs: dict[str, Any] = {"allow_pickle": allow_pickle or name in OFFICIAL_REPOS, **hub}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = BioCLIPModel.from_pretrained(name, **kwargs).to(device).eval()
-    processor = BioCLIPProcessor.from_pretrained(name, **hub)
-    # Where the weights came from (commit read back from the HF cache now), for classifiers given this model.
-    model.bioclip_source = model_provenance(name, revision)
-    logger.info("loaded %s%s on %s", name, f"@{revision}" if revision else "", device)
-    return model, processor
+    source = resolve_model_source(name_or_path, revision, allow_pickle)
+    return load_model(source, device, dtype), load_processor(source)
 
 
 DTYPES = ("float32", "float16", "bfloat16")

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from bioclip_hf.data.layouts import select_batch_text_type
 from bioclip_hf.training.config import RUN_CONFIG_NAME, Schedule, TrainConfig, parse_config, resolve_schedule
 from bioclip_hf.training.loss import ClipLoss
 from bioclip_hf.training.model_init import build_model_and_processor
@@ -207,12 +208,11 @@ def write_model_card(folder: Path, config: TrainConfig) -> None:
 
 def push_to_hub(folder: Path, config: TrainConfig) -> str:
     """Upload `folder` to the Hub repo `config.push_to_hub` (honours HF_ENDPOINT / HF_TOKEN); returns its URL."""
-    from huggingface_hub import HfApi
+    from bioclip_hf.hub.upload import upload
 
-    api = HfApi()
-    repo = api.create_repo(config.push_to_hub, private=config.hub_private, exist_ok=True, repo_type="model")
-    api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), commit_message="Upload model trained with bioclip-hf")
-    return str(repo)
+    commit = upload(config.push_to_hub, folder=folder, private=config.hub_private,
+                    commit_message="Upload model trained with bioclip-hf")  # fmt: skip
+    return str(commit.repo_url)
 
 
 # -- training loop ------------------------------------------------------------------------------------
@@ -226,17 +226,6 @@ def _make_accelerator(config: TrainConfig) -> Any:
     return Accelerator(mixed_precision=config.mixed_precision, log_with=log_with, project_config=project)
 
 
-def select_text_type(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-    """Per-batch text mixing: keep the captions of the type the original trainer picks for `step`."""
-    if "input_ids_by_type" not in batch:
-        return batch
-    from bioclip_hf.data.layouts import TEXT_TYPES, per_batch_text_type
-
-    batch = dict(batch)
-    batch["input_ids"] = batch.pop("input_ids_by_type")[TEXT_TYPES.index(per_batch_text_type(step))]
-    return batch
-
-
 def _optimizer_step(
     accelerator: Any, model: Any, optimizer: Any, scheduler: Any, loss_fn: ClipLoss,
     batches: Iterator[dict[str, torch.Tensor]], config: TrainConfig, state: TrainerState,
@@ -246,7 +235,7 @@ def _optimizer_step(
     accumulation = config.gradient_accumulation_steps
     total = 0.0
     for micro in range(accumulation):
-        batch = select_text_type(next(batches), state.step)
+        batch = select_batch_text_type(next(batches), state.step)
         state.batches_seen += 1
         # Gradients are all-reduced only on the last micro-batch.
         sync = contextlib.nullcontext() if micro == accumulation - 1 else accelerator.no_sync(model)

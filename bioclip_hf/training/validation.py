@@ -118,7 +118,7 @@ class Validator:
 
     def validation_loss(self, model: Any) -> float:
         """Mean per-sample CLIP loss over the validation split (each batch scored against itself)."""
-        from bioclip_hf.data.layouts import TEXT_TYPES, per_batch_text_type
+        from bioclip_hf.data.layouts import select_batch_text_type
         from bioclip_hf.training.loss import ClipLoss
 
         loss_fn, device = ClipLoss(), self.accelerator.device
@@ -126,8 +126,7 @@ class Validator:
         for index, batch in enumerate(self._val_loader()):
             if self.config.val_batches and index >= self.config.val_batches:
                 break
-            if "input_ids_by_type" in batch:  # the original validation: random.seed(i) per batch
-                batch["input_ids"] = batch.pop("input_ids_by_type")[TEXT_TYPES.index(per_batch_text_type(index))]
+            batch = select_batch_text_type(batch, index)  # the original validation: random.seed(i) per batch
             with self.accelerator.autocast():
                 out = model(input_ids=batch["input_ids"].to(device), pixel_values=batch["pixel_values"].to(device))
                 loss = loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale.exp().float())

@@ -94,6 +94,23 @@ def find_release_files(folder: Path) -> tuple[Path, Path] | None:
     return None
 
 
+def parse_subset(value: str | None) -> str | list[str] | None:
+    """A subset as written on a command line: an existing table's path (kept), or comma-separated clade names
+    ("Aves,Mammalia" -> ["Aves", "Mammalia"]); a missing .csv/.tsv/.parquet is a FileNotFoundError, not a name.
+
+    Example:
+        >>> parse_subset("Aves, Mammalia")
+        ['Aves', 'Mammalia']
+    """
+    if value is None:
+        return None
+    if Path(value).is_file():
+        return value
+    if value.lower().endswith((".csv", ".tsv", ".parquet")):
+        raise FileNotFoundError(f"subset file not found: {value}")
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def read_subset_table(table: str | os.PathLike) -> tuple[dict[tuple[str, ...], set[tuple[str, ...]]], list[str]]:
     """Rows of a subset table grouped by which rank columns they fill: {ranks: {values}}, plus bare names.
 

@@ -17,6 +17,8 @@ Files:
   `taxa.parquet` (columns `RANKS` + common_name) and `index.json` (model, recipe, templates);
 - the releases (`save_release`): `txt_emb_species.npy` (`[D, N]`) + `txt_emb_species.json` (`[[kingdom, ...,
   species_epithet], common_name]` per column), e.g. `embeddings/` of the `imageomics/TreeOfLife-10M` dataset repo.
+  `from_hub` and `from_registry` (a registry model's index) get them through one download path
+  (`hub.index_files.resolve_index_files`) and record repo, revision, commit and files in `metadata`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bioclip_hf.hub.registry import SPECIES_FILES, IndexFiles, index_source
 from bioclip_hf.treeoflife.cache import derived_taxa
 from bioclip_hf.treeoflife.taxa import (
     DUPLICATE,
@@ -48,8 +51,7 @@ from bioclip_hf.treeoflife.text_embedding import RELEASE_RECIPE, check_recipe, e
 
 logger = logging.getLogger(__name__)
 
-TOL_EMBEDDINGS_FILE = "embeddings/txt_emb_species.npy"
-TOL_NAMES_FILE = "embeddings/txt_emb_species.json"
+TOL_EMBEDDINGS_FILE, TOL_NAMES_FILE = SPECIES_FILES.embeddings, SPECIES_FILES.names
 EMBEDDINGS_NAME, TAXA_NAME, META_NAME = "embeddings.safetensors", "taxa.parquet", "index.json"
 _CHUNK = 32768  # taxa per block when a float16 matrix is widened to float32 for a matmul (96 MB at 768-d)
 _WARNED: set[str] = set()  # sources whose problems were already reported in this process
@@ -407,24 +409,46 @@ class TreeOfLifeIndex:
 
     @classmethod
     def from_hub(cls, repo_id: str = "imageomics/TreeOfLife-10M", revision: str | None = None,
-                 embeddings_file: str = TOL_EMBEDDINGS_FILE, names_file: str = TOL_NAMES_FILE,
-                 cache_dir: str | None = None) -> TreeOfLifeIndex:  # fmt: skip
+                 files: Sequence[IndexFiles | str] | None = None, cache_dir: str | None = None,
+                 cache: bool = True) -> TreeOfLifeIndex:  # fmt: skip
         """Download (or read from the HF cache) a released index from a Hub dataset repo.
+
+        `index.metadata` records where it came from: `repo_id`, `revision`, the `commit` obtained and the `files`.
+
+        Args:
+            repo_id: the dataset repo.
+            revision: branch, tag or commit (default `main`).
+            files: candidate file pairs, first present wins: `IndexFiles`, `.npy` paths in the repo or stems such as
+                "txt_emb_bioclip-2" (default: `embeddings/txt_emb_species.{npy,json}`, pybioclip's layout).
+            cache_dir: HF cache folder (default: huggingface_hub's).
+            cache: see `from_tol_files`.
 
         Example:
             >>> index = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M")  # doctest: +SKIP
+            >>> index.metadata["commit"]  # doctest: +SKIP
         """
-        from huggingface_hub import hf_hub_download
+        from bioclip_hf.hub.index_files import resolve_index_files
 
-        from bioclip_hf.hub.access import hub_download_kwargs
-
-        names = (embeddings_file, names_file)
-        hub = hub_download_kwargs(repo_id, "dataset", revision, cache_dir, names, "a local index (--index DIR)")
-        files = [hf_hub_download(repo_id, name, repo_type="dataset", revision=revision, cache_dir=cache_dir, **hub)
-                 for name in names]  # fmt: skip
-        index = cls.from_tol_files(*files)
-        index.metadata.update({"repo_id": repo_id, "revision": revision})
+        resolved = resolve_index_files(repo_id, files, revision, cache_dir)
+        index = cls.from_tol_files(resolved.embeddings_path, resolved.names_path, cache=cache)
+        index.metadata.update(resolved.provenance())
         return index
+
+    @classmethod
+    def from_registry(cls, model: str | os.PathLike, revision: str | None = None) -> TreeOfLifeIndex:
+        """The released index a registry model predicts with (`bioclip-hf list-models`), via `from_hub`.
+
+        Args:
+            model: a registry model id (`hf-hub:` prefix accepted).
+            revision: branch, tag or commit of the index's dataset repo (default: the registry's).
+
+        Example:
+            >>> index = TreeOfLifeIndex.from_registry("imageomics/bioclip-2")  # doctest: +SKIP
+            >>> index.metadata["files"]  # doctest: +SKIP
+            ['embeddings/txt_emb_bioclip-2.npy', 'embeddings/txt_emb_bioclip-2.json']
+        """
+        source = index_source(model)
+        return cls.from_hub(source.repo_id, revision or source.revision, source.files)
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod

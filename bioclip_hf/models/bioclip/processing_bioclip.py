@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from transformers import CLIPTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.processing_utils import ProcessorMixin
 
+from .image_decoding import decode_image
 from .image_transforms import (
     PREPROCESS_MODES,
     RESAMPLE,
@@ -153,7 +153,8 @@ class BioCLIPImageProcessor(BaseImageProcessor):
         return normalize(pixels, self.image_mean, self.image_std)
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
-        """Preprocess one image or a list of images (PIL, uint8 arrays/tensors, or file paths).
+        """Preprocess one image or a list of images (PIL, file paths, encoded bytes, `{"bytes", "path"}` dicts, or
+        uint8 arrays/tensors: whatever `to_pil` decodes).
 
         Args:
             images: an image or a list of images.
@@ -183,32 +184,8 @@ def _side(value: Any, name: str) -> int:
     return value
 
 
-def to_pil(image: Any) -> Image.Image:
-    """Coerce a PIL image, a path, or a uint8 HWC/CHW array/tensor into a PIL image."""
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as img:
-                img.load()
-                return img
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {image}") from None
-        except (OSError, Image.DecompressionBombError) as err:
-            raise ValueError(f"cannot read image {image}: {err}") from None
-    if hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"array images must be uint8 (0-255), got {image.dtype}")
-        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            image = image.transpose(1, 2, 0)
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3):
-            raise ValueError(f"array image must be HxW or HxWxC, got shape {image.shape}")
-        return Image.fromarray(image)
-    raise TypeError(f"unsupported image type {type(image).__name__}")
+# The public name of the package's one image decoder (paths, bytes, `{"bytes", "path"}` dicts, PIL, uint8 arrays).
+to_pil = decode_image
 
 
 _WHITESPACE = re.compile(r"\s+")

@@ -1,9 +1,22 @@
-"""Pytest fixture `hub_server`: a fresh local Hub-compatible endpoint with the HF clients pointed at it."""
+"""Hub fixtures: an offline HF cache, a fresh local Hub-compatible endpoint, a synthetic dataset pushed to it."""
 
 from __future__ import annotations
 
 import pytest
-from hub_server import HubServer, hub_environment
+
+from .hub_server import HubServer, hub_environment
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch):
+    """An empty HF cache (`tmp_path/hub`) read offline, as with `HF_HUB_OFFLINE=1`; fill it with `support.hub_cache`."""
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
 
 
 @pytest.fixture
@@ -20,7 +33,8 @@ def hub_server(tmp_path):
 @pytest.fixture
 def hub_dataset(hub_server, tmp_path):
     """`(repo_id, local_dir)`: 12 synthetic samples in 3 shards built by build_shards.py and pushed to `hub_server`."""
-    from synthetic_tol import import_dataset_scripts, make_shards
+    from .paths import import_dataset_scripts
+    from .training_data import make_shards
 
     import_dataset_scripts()
     from push_dataset import push_dataset

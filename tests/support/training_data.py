@@ -1,11 +1,17 @@
-"""Miniature TreeOfLife data in the exact real layouts (no real data can be downloaded in tests).
+"""Synthetic TreeOfLife training data in every layout the loaders read (no real data can be downloaded in tests).
 
+- `make_catalog` / `make_shards`: images + `catalog.csv`, and the shards `dataset_scripts/build_shards.py` makes of
+  them; `add_corrupt_shard` appends a shard with an unreadable image.
 - `write_official_shards`: WebDataset shards as Imageomics' `make_wds.py` writes them (webdataset's TarWriter,
   `shard-######.tar`, members `<treeoflife_id>.jpg` + the ten text members of `make_txt` + `classes`).
 - `make_tol10m_repo`: the `imageomics/TreeOfLife-10M` repo layout: `dataset/EOL/image_set_NN.tar.gz` (members
   `<treeoflife_id>.jpg`), `metadata/catalog.csv` with its 17 columns, `metadata/licenses.csv`.
 - `make_tol200m_folder`: TreeOfLife-200M rebuilt locally: `shard-######.tar` (members `<uuid>.jpg` plus the
   downloader's other members) + `catalog.parquet` keyed by `uuid`.
+
+Example:
+    >>> catalog = make_catalog(tmp_path / "catalog", num_images=24)  # doctest: +SKIP
+    >>> report = make_shards(tmp_path / "shards", num_images=24, shard_size=6)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -16,9 +22,86 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from synthetic_tol import TAXA, make_image
-
 from bioclip_hf.treeoflife.taxonomy import Taxon
+
+from .images import make_image
+from .paths import import_dataset_scripts
+
+# Two kingdoms, shared ranks down the tree so the hierarchy matters; one taxon lacks a common name.
+TAXA = [
+    ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax", "common raven"),
+    ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corone", "carrion crow"),
+    ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica", "Eurasian magpie"),
+    ("Animalia", "Chordata", "Mammalia", "Carnivora", "Canidae", "Vulpes", "vulpes", "red fox"),
+    ("Animalia", "Arthropoda", "Insecta", "Lepidoptera", "Nymphalidae", "Danaus", "plexippus", "monarch butterfly"),
+    ("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "canina", ""),
+]
+RANK_COLUMNS = ("kingdom", "phylum", "class", "order", "family", "genus", "species", "common_name")
+
+
+def make_catalog(folder: Path, num_images: int = 24, bad_rows: bool = True, splits: bool = False) -> Path:
+    """Write images + `catalog.csv` into `folder`; returns the catalog path.
+
+    Images cycle through JPEG, PNG, RGBA PNG and grayscale JPEG. With `bad_rows`, three rows are appended
+    that build_shards.py must skip: a corrupt JPEG, a missing file and a row without any taxonomy.
+    """
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    formats = [("JPEG", "RGB", "jpg"), ("PNG", "RGB", "png"), ("PNG", "RGBA", "png"), ("JPEG", "L", "jpg")]
+    rows = []
+    for index in range(num_images):
+        fmt, mode, ext = formats[index % len(formats)]
+        name = f"images/{index:03d}.{ext}"
+        (folder / name).write_bytes(make_image(index, fmt, mode))
+        taxon = TAXA[index % len(TAXA)]
+        row = {"image": name, **dict(zip(RANK_COLUMNS, taxon)), "source": ("inat21", "bioscan", "eol")[index % 3]}
+        if splits:
+            row["split"] = "validation" if index % 4 == 3 else "train"
+        rows.append(row)
+    if bad_rows:
+        (folder / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00not really a jpeg" * 10)
+        rows.append({"image": "images/corrupt.jpg", **dict(zip(RANK_COLUMNS, TAXA[0])), "source": "eol"})
+        rows.append({"image": "images/missing.jpg", **dict(zip(RANK_COLUMNS, TAXA[1])), "source": "eol"})
+        (folder / "images" / "no_taxon.jpg").write_bytes(make_image(999))
+        rows.append({"image": "images/no_taxon.jpg", **dict.fromkeys(RANK_COLUMNS, ""), "source": "eol"})
+    catalog = folder / "catalog.csv"
+    with catalog.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=sorted({key for row in rows for key in row}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return catalog
+
+
+def make_shards(out_dir: Path, num_images: int = 24, shard_size: int = 6, bad_rows: bool = True):
+    """Catalog -> shards with dataset_scripts/build_shards.py; returns its `BuildReport`."""
+    import_dataset_scripts()
+    from build_shards import BuildConfig, build_shards
+
+    catalog = make_catalog(Path(out_dir).parent / f"{Path(out_dir).name}_catalog", num_images, bad_rows)
+    return build_shards(catalog, out_dir, BuildConfig(shard_size=shard_size, name="synthetic-tol"))
+
+
+def add_corrupt_shard(out_dir: Path, split: str = "train", good: int = 2) -> Path:
+    """Append a shard whose samples are `good` valid ones plus one with a corrupt `jpg` (tests load-time skipping)."""
+    import json
+
+    path = Path(out_dir) / split / "zz-corrupt-00000.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for index in range(good + 1):
+            key = f"corrupt{index:03d}"
+            image = make_image(500 + index) if index < good else b"\xff\xd8\xff garbage that is no image"
+            taxon = dict(zip(RANK_COLUMNS, TAXA[0]))
+            text = "Animalia Chordata Aves Passeriformes Corvidae Corvus corax"
+            fields = {"jpg": image, "taxon.json": json.dumps(taxon).encode(), "source.txt": b"test",
+                      "taxonomic.txt": text.encode(), "scientific.txt": b"Corvus corax", "common.txt": b"common raven",
+                      "taxonomic_common.txt": (text + " with common name common raven").encode(),
+                      "scientific_common.txt": b"Corvus corax with common name common raven"}  # fmt: skip
+            for name in sorted(fields):
+                info = tarfile.TarInfo(f"{key}.{name}")
+                info.size = len(fields[name])
+                tar.addfile(info, io.BytesIO(fields[name]))
+    return path
+
 
 TOL10M_COLUMNS = ("split", "treeoflife_id", "eol_content_id", "eol_page_id", "bioscan_part", "bioscan_filename",
                   "inat21_filename", "inat21_cls_name", "inat21_cls_num", "kingdom", "phylum", "class", "order",
@@ -51,7 +134,9 @@ def taxon_of(index: int) -> Taxon:
     return Taxon(*TAXA[index % len(TAXA)])
 
 
-def write_official_shards(out: Path, num_images: int = 20, shard_size: int = 5, corrupt: int | None = None) -> list[str]:
+def write_official_shards(
+    out: Path, num_images: int = 20, shard_size: int = 5, corrupt: int | None = None
+) -> list[str]:
     """`out/shard-000000.tar`, ... in make_wds.py's layout; returns the sample keys in order.
 
     `corrupt`: index of a sample whose jpg is not an image (it must be skipped and counted).
@@ -116,7 +201,10 @@ def make_tol10m_repo(root: Path, train: int = 16, val: int = 4, per_tar: int = 7
     (root / "dataset" / "EOL").mkdir(parents=True, exist_ok=True)
     names = list(images)
     for n, start in enumerate(range(0, len(names), per_tar)):
-        _tar_gz(root / "dataset" / "EOL" / f"image_set_{n + 1:02d}.tar.gz", {k: images[k] for k in names[start : start + per_tar]})
+        _tar_gz(
+            root / "dataset" / "EOL" / f"image_set_{n + 1:02d}.tar.gz",
+            {k: images[k] for k in names[start : start + per_tar]},
+        )
     (root / "metadata").mkdir(exist_ok=True)
     with (root / "metadata" / "catalog.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=TOL10M_COLUMNS)

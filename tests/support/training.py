@@ -1,4 +1,4 @@
-"""Shared pieces of the training tests."""
+"""Shared pieces of the training tests: a small model config, clean Accelerate state, a simulated pre-emption."""
 
 from __future__ import annotations
 
