@@ -80,7 +80,7 @@ def apply_speed_options(classifier: Any, args: argparse.Namespace) -> None:
 def open_inputs(args: argparse.Namespace, plan: Any, state: Any) -> tuple[Any, Any]:
     """(the `BatchRun`, or None when records stream to stdout; the inputs). Everything that can fail before the
     model loads fails here: options, missing inputs (listed, then the error) and a resume with other options."""
-    from bioclip_hf.inference.records import report_errors
+    from bioclip_hf.commands._common import report_errors
     from bioclip_hf.inference.runs import BatchRun, NoImagesError, open_source
 
     options = batch_options(args)
@@ -103,7 +103,7 @@ def open_inputs(args: argparse.Namespace, plan: Any, state: Any) -> tuple[Any, A
 
 def report(args: argparse.Namespace, batch: Any, result: Any, what: str) -> None:
     """What the main process prints when a batch run is done: the push, the skipped images, what was written."""
-    from bioclip_hf.inference.records import report_errors
+    from bioclip_hf.commands._common import report_errors
 
     if not batch.state.is_main:
         return

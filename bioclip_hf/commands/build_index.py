@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bioclip_hf.inference.records import add_model_arguments
+from bioclip_hf.commands._common import add_model_arguments
 from bioclip_hf.treeoflife.taxonomy import TEXT_TYPES
 
 RECIPE_CHOICES = ("release",) + TEXT_TYPES  # text_embedding.RECIPES (kept stdlib-only for a fast --help)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from bioclip_hf.commands._common import add_model_arguments, quiet_library_skip_warnings
 from bioclip_hf.commands._runs import add_input_arguments, add_run_arguments
-from bioclip_hf.inference.records import add_model_arguments, quiet_library_skip_warnings
 from bioclip_hf.treeoflife.taxonomy import RANKS
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bioclip_hf.commands._common import add_model_arguments, quiet_library_skip_warnings, report_errors
 from bioclip_hf.commands._runs import add_input_arguments, add_run_arguments
 from bioclip_hf.inference.pybioclip_format import RECORD_KEYS
-from bioclip_hf.inference.records import FORMATS, add_model_arguments, quiet_library_skip_warnings, report_errors
+from bioclip_hf.inference.records import FORMATS
 from bioclip_hf.treeoflife.taxonomy import RANKS
 
 

@@ -8,10 +8,10 @@ import dataclasses
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Standard library only (fast `--help`): flags mirror the TrainConfig fields; values are typed and
-    # validated in `run` by transformers.HfArgumentParser, the same parser `python -m bioclip_hf.training.trainer` uses.
+    # validated in `run` by transformers.HfArgumentParser, the same parser `python -m bioclip_hf.train` uses.
     from bioclip_hf.training.config import TrainConfig
 
-    parser.epilog = "multi-process: accelerate launch -m bioclip_hf.training.trainer [CONFIG.yaml] [--setting value ...]"
+    parser.epilog = "multi-process: accelerate launch -m bioclip_hf.train [CONFIG.yaml] [--setting value ...]"
     parser.add_argument("config", nargs="?", default=None, help="YAML file of settings (flags override it)")
     parser.add_argument("--recipe", default=argparse.SUPPRESS, metavar="NAME",
                         help="a shipped recipe (bioclip, bioclip-2) whose settings are the defaults")  # fmt: skip

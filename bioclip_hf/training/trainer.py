@@ -1,4 +1,4 @@
-"""Contrastive (CLIP/BioCLIP) training with 🤗 Accelerate: `bioclip-hf train` / `accelerate launch -m bioclip_hf.training.trainer`.
+"""Contrastive (CLIP/BioCLIP) training with 🤗 Accelerate: `bioclip-hf train` / `accelerate launch -m bioclip_hf.train`.
 
 One optimizer step = `gradient_accumulation_steps` micro-batches per process. Features are
 all-gathered across processes with gradients (`ClipLoss`, open_clip semantics), so N processes with
@@ -11,7 +11,7 @@ Note that gradient accumulation only averages gradients of micro-batches: the ne
 contrastive loss are those of one micro-batch (times processes), not of the whole accumulated batch.
 
 Example:
-    accelerate launch -m bioclip_hf.training.trainer run.yaml --max_steps 1000
+    accelerate launch -m bioclip_hf.train run.yaml --max_steps 1000
     bioclip-hf train run.yaml --resume latest
 """
 
@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 
 from bioclip_hf.data.layouts import select_batch_text_type
-from bioclip_hf.training.config import RUN_CONFIG_NAME, Schedule, TrainConfig, parse_config, resolve_schedule
+from bioclip_hf.training.config import RUN_CONFIG_NAME, Schedule, TrainConfig, resolve_schedule
 from bioclip_hf.training.loss import ClipLoss
 from bioclip_hf.training.model_init import build_model_and_processor
 
@@ -401,17 +400,3 @@ def train(config: TrainConfig, data_fn: DataFn | None = None) -> Path:
     if config.push_to_hub and accelerator.is_main_process:
         logger.info("pushed %s to %s", model_dir, push_to_hub(model_dir, config))
     return model_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m bioclip_hf.train` and `accelerate launch -m bioclip_hf.train` (see `bioclip_hf.train`)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = parse_config(sys.argv[1:] if argv is None else argv)
-    model_dir = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
-        print(model_dir)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
