@@ -76,3 +76,12 @@ def test_module_launch_targets_run(module):
     assert "usage:" in proc.stdout
     if module == "bioclip_hf.train":
         assert "--train_data" in proc.stdout and "--init_from" in proc.stdout
+
+
+def test_stream_names_keep_their_published_import_path():
+    """Dataset cards pushed before the move say `from bioclip_hf.data import build_dataloader`."""
+    from bioclip_hf.data import build_dataloader, build_stream
+    from bioclip_hf.data.stream import build_dataloader as loader
+    from bioclip_hf.data.stream import build_stream as stream
+
+    assert (build_dataloader, build_stream) == (loader, stream)

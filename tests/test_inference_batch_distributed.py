@@ -19,7 +19,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from support.batch import NUM_GOOD, assert_same_records, score_rtol
+from support.batch import NUM_GOOD, SLOW_ENCODER, assert_same_records, score_rtol
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
 
@@ -59,14 +59,7 @@ def test_two_processes_merge_to_the_single_process_result(batch_workspace, tiny_
     assert len(errors) == 2 and errors[1].startswith(str(batch_workspace / "photos" / "g1" / "img04b.jpg"))
 
 
-SLOW_DRIVER = """
-import sys, time
-from bioclip_hf.inference.classify import BaseClassifier
-encode = BaseClassifier.encode_pixels
-def slow(self, pixels, normalize=True):
-    time.sleep(0.5)  # give the test time to kill us mid-run
-    return encode(self, pixels, normalize)
-BaseClassifier.encode_pixels = slow
+SLOW_DRIVER = SLOW_ENCODER + """
 from bioclip_hf.cli import main
 sys.exit(main(sys.argv[1:]))
 """

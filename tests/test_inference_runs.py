@@ -18,19 +18,13 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from support.batch import FEATURE_ATOL, NUM_GOOD, assert_same_records, score_rtol
+from support.batch import FEATURE_ATOL, NUM_GOOD, SLOW_ENCODER, assert_same_records, score_rtol
 
 from bioclip_hf.inference import BatchOptions, BatchRun, NoImagesError, embed_batch, predict_batch
 
-KILLED_RUN = """
-import sys, time
-from bioclip_hf.inference.classify import BaseClassifier, TreeOfLifeClassifier
+KILLED_RUN = SLOW_ENCODER + """
+from bioclip_hf.inference.classify import TreeOfLifeClassifier
 from bioclip_hf.inference import BatchOptions, predict_batch
-encode = BaseClassifier.encode_pixels
-def slow(self, pixels, normalize=True):
-    time.sleep(0.5)  # give the test time to kill us mid-run
-    return encode(self, pixels, normalize)
-BaseClassifier.encode_pixels = slow
 model, index, photos, output = sys.argv[1:]
 classifier = TreeOfLifeClassifier(model_name_or_path=model, index=index, batch_size=2, num_workers=0)
 predict_batch(classifier, BatchOptions(photos, output=output, part_size=2, progress=False), k=3, rank="family")

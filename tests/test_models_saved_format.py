@@ -36,9 +36,9 @@ def test_config_and_processor_written_before_the_move_load(tmp_path):
     assert (config.vision_config.image_size, config.projection_dim) == (24, 16)
     processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(processor) is bioclip_hf.BioCLIPImageProcessor
-    assert (processor.size, processor.resize_mode, processor.preprocess) == (24, "shortest", "open_clip")
+    assert (processor.size, processor.resize_mode, processor.preprocess_mode) == (24, "shortest", "open_clip")
     model = bioclip_hf.BioCLIPModel(config)
-    assert model.get_image_features(pixel_values=torch.zeros(1, 3, 24, 24)).shape[-1] == 16
+    assert model.encode_image(torch.zeros(1, 3, 24, 24)).shape == (1, 16)
 
 
 def test_saving_now_writes_the_pre_move_format(tiny_hf_dir):
@@ -77,7 +77,7 @@ def test_indexes_written_before_the_move_load_in_both_layouts(tmp_path):
     release = TreeOfLifeIndex.load(tmp_path / "pre_move" / "embeddings" / "txt_emb_species.npy")
     assert len(folder.taxa) == len(release.taxa) == 12
     assert [t.ranks() for t in folder.taxa] == [t.ranks() for t in release.taxa]
-    assert [t.common for t in folder.taxa] == [t.common for t in release.taxa]
+    assert [t.common_name for t in folder.taxa] == [t.common_name for t in release.taxa]
     # Both were written from the same float32 matrix; the release layout stores it as-is (no arithmetic).
     assert np.array_equal(folder.embeddings.float().numpy(), release.embeddings.float().numpy())
     families = {t.lineage("family") for t in release.taxa}

@@ -3,7 +3,7 @@
 Reading TreeOfLife-10M's catalog into a lookup takes ~45 s and ~0.6 GB, TreeOfLife-200M's minutes and ~11 GB, and
 `accelerate launch` starts one training process per GPU. So the first process builds the lookup once and writes it
 beside the catalog (`catalog.csv.bioclip-hf-lookup`), or under `$BIOCLIP_HF_CACHE/tol-catalog/` where that folder
-is read-only (`tol_cache.cache_locations`, as for Tree-of-Life indexes); every process then memory-maps the file:
+is read-only (`treeoflife.cache.cache_locations`, as for Tree-of-Life indexes); every process then memory-maps the file:
 the processes of a node share one copy in the page cache, and a warm start reads only the file's header.
 
 - One file: a magic line, a JSON header (format, the catalog's resolved path / size / mtime and schema, split
@@ -11,7 +11,7 @@ the processes of a node share one copy in the page cache, and a warm start reads
   format makes it stale; it is then rebuilt.
 - Built under a file lock (`filelock`, released by the OS if its holder dies), so the other processes of a node
   wait for the first one instead of building too, with or without accelerate. The file is written atomically
-  (`io_utils.atomic_open`): where the lock does not hold (some network file systems), concurrent builders each
+  (`utils.io.atomic_open`): where the lock does not hold (some network file systems), concurrent builders each
   write a complete file and the last rename wins, so a reader never sees a partial cache.
 - A rebuild replaces the file (a new inode), so lookups already mapped keep their old, complete copy. Never
   overwrite a cache in place (`cp` over it, a truncating write) while processes map it: their arrays change

@@ -1,7 +1,7 @@
 """Predict or embed millions of images: partitioned over processes, streamed, resumable, memory-flat.
 
 Multi-process and multi-node runs are Accelerate's job: under `accelerate launch` every process runs the same
-command, and `process_state()` tells it its rank. The inputs are cut into blocks (see `image_sources`); block `b`
+command, and `process_state()` tells it its rank. The inputs are cut into blocks (see `inference.sources`); block `b`
 belongs to process `b % world_size`, and within a process to DataLoader worker `(b // world_size) % num_workers`,
 which decodes it batch by batch. The process encodes each batch, turns it into rows (`to_table`) and, when a
 block is complete, writes it as one Parquet part (atomically). Blocks never mix in a batch, so every image is

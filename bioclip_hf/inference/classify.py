@@ -25,7 +25,6 @@ from bioclip_hf.hub.registry import (
     DEFAULT_MODEL,
     index_source,
     model_provenance,
-    model_revision,
     requested_model_name,
 )
 from bioclip_hf.inference.fewshot import fit_simpleshot
@@ -80,7 +79,7 @@ class BaseClassifier:
         record_keys: str = "bioclip-hf", model_str: str | None = None, pretrained_str: str | None = None,
         preprocess: str | None = None,
     ):
-        from bioclip_hf.models.loading import load_model_and_processor, resolve_device
+        from bioclip_hf.models.loading import load_model, load_processor, resolve_device, resolve_model_source
 
         if (model is None) != (processor is None):
             raise ValueError("pass both model and processor, or model_name_or_path")
@@ -90,8 +89,9 @@ class BaseClassifier:
         name = requested_model_name(model_name_or_path, model_str, pretrained_str)
         if model is None:
             self.model_name = name or DEFAULT_MODEL
-            self.model_revision = model_revision(self.model_name, revision)
-            model, processor = load_model_and_processor(self.model_name, device=device, revision=self.model_revision)
+            source = resolve_model_source(self.model_name, revision)  # the registry's pin unless `revision` is given
+            self.model_revision = source.revision
+            model, processor = load_model(source, device), load_processor(source)
         else:
             self.model_name = name or getattr(model.config, "_name_or_path", "") or ""
             self.model_revision = revision

@@ -10,7 +10,7 @@
   `output_dir/best` (atomically) with `best.json` naming the step and value.
 
 For `imageomics/TreeOfLife-10M` (and other catalog sources) the validation split is scattered over all image
-tars: each process writes its share once to `output_dir/val_cache/` (`tol_sources.write_split_shards`) and
+tars: each process writes its share once to `output_dir/val_cache/` (`treeoflife_sources.write_split_shards`) and
 later validations read that, with the same samples, order and captions.
 
 Validation builds its own loader and runs under `torch.random.fork_rng`, so neither the training stream's

@@ -1,6 +1,6 @@
 """A cache of what loading a Tree-of-Life index derives from its files (columnar taxa, clade ids per rank, problem
 flags), written next to the downloaded files so the next load reads a memory-mapped Arrow file instead of parsing
-~65 MB of JSON and scanning a 2.7 GB matrix. (`tol_catalog_cache` caches TreeOfLife catalog lookups the same way.)
+~65 MB of JSON and scanning a 2.7 GB matrix. (`data.catalog_cache` caches TreeOfLife catalog lookups the same way.)
 
 The cache is keyed on the source files (resolved path, size, modification time): replacing a file (a new Hub
 revision, a rebuilt index) invalidates it. Where the index folder is read-only (a shared HPC cache) it goes to

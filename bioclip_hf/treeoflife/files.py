@@ -1,5 +1,5 @@
 """File formats of Tree-of-Life indexes: memory-mapped embedding matrices, the released `.npy` + `.json` pair, and
-subset tables. Used by `tol_index`; nothing here builds Python objects per taxon.
+subset tables. Used by `treeoflife.index`; nothing here builds Python objects per taxon.
 """
 
 from __future__ import annotations

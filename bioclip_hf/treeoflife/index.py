@@ -4,9 +4,9 @@ Predictions are made among all species of the index (softmax over `logit_scale *
 higher rank sums species probabilities over each clade with one precomputed species -> clade map per rank and one
 `index_add_` on whatever device holds the probabilities.
 
-Taxa are columnar (`tol_taxa.TaxaColumns`); `Taxon` objects are made only for the predictions returned. Released
+Taxa are columnar (`taxa.TaxaColumns`); `Taxon` objects are made only for the predictions returned. Released
 matrices are memory-mapped as they are (`[D, N]`, float32 or float16; the `[N, D]` view is a transpose, not a copy),
-and what loading derives (columns, clade ids, problem flags) is cached next to the files (`tol_cache`).
+and what loading derives (columns, clade ids, problem flags) is cached next to the files (`treeoflife.cache`).
 
 Entries whose embedding is all zero or non-finite (the TreeOfLife-200M BioCLIP 2 matrix had 15,487 all-zero columns)
 and repeated entries are excluded from prediction: their logits are -inf, so they take no probability mass. Loading
@@ -109,7 +109,7 @@ class TreeOfLifeIndex:
         taxa: a sequence of `Taxon` or `TaxaColumns`.
         embeddings: `[N, D]` float tensor or array (float16 is widened block-wise when predicting).
         metadata: free-form provenance (model, recipe, source files).
-        problems: per-taxon problem codes (`tol_taxa.PROBLEMS`); computed from `embeddings` when None.
+        problems: per-taxon problem codes (`taxa.PROBLEMS`); computed from `embeddings` when None.
 
     Example:
         >>> index = TreeOfLifeIndex.from_hub("imageomics/TreeOfLife-10M")  # doctest: +SKIP

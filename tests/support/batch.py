@@ -10,6 +10,17 @@ from .treeoflife import random_taxa
 
 NUM_GOOD = 11
 
+# Script prefix for runs the tests kill mid-way: every image batch takes 0.5 s more, so a kill lands between parts.
+SLOW_ENCODER = """
+import sys, time
+from bioclip_hf.inference.classify import BaseClassifier
+encode = BaseClassifier.encode_pixels
+def slow(self, pixels, normalize=True):
+    time.sleep(0.5)  # give the test time to kill us mid-run
+    return encode(self, pixels, normalize)
+BaseClassifier.encode_pixels = slow
+"""
+
 
 @pytest.fixture(scope="module")
 def batch_workspace(tmp_path_factory, tiny_model_and_processor):
