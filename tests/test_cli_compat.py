@@ -85,3 +85,21 @@ def test_stream_names_keep_their_published_import_path():
     from bioclip_hf.data.stream import build_stream as stream
 
     assert (build_dataloader, build_stream) == (loader, stream)
+
+
+@pytest.mark.parametrize("name", sorted(SURFACE["signatures"]))
+def test_public_signatures_only_grow(name):
+    """Every public callable takes what it took before, in the same order with the same defaults; new parameters
+    come after the old ones (or are keyword-only), so existing calls keep their meaning."""
+    import inspect
+
+    import bioclip_hf
+
+    owner, _, attribute = name.partition(".")
+    target = getattr(bioclip_hf, owner)
+    target = getattr(target, attribute) if attribute else target
+    now = [[p.name, p.kind.name, None if p.default is inspect.Parameter.empty else repr(p.default)]
+           for p in inspect.signature(target).parameters.values()]  # fmt: skip
+    before = SURFACE["signatures"][name]
+    assert now[: len(before)] == before
+    assert all(p[1] == "KEYWORD_ONLY" or p[2] is not None or p[1].startswith("VAR") for p in now[len(before):])

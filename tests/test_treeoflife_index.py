@@ -169,6 +169,11 @@ def test_from_hub_picks_release_layout_files_and_records_commit(offline_hub_cach
     assert named.taxa == vith.taxa and torch.equal(named.embeddings, vith.embeddings)
     assert provenance_of(named) == {"repo_id": repo, "revision": "main", "commit": commit, "files": [
         "embeddings/txt_emb_bioclip-2.5-vith14.npy", "embeddings/txt_emb_bioclip-2.5-vith14.json"]}  # fmt: skip
+    # The earlier spelling, one pair by name (positional as before), reads the same files.
+    pair = ("embeddings/txt_emb_bioclip-2.5-vith14.npy", "embeddings/txt_emb_bioclip-2.5-vith14.json")
+    assert provenance_of(TreeOfLifeIndex.from_hub(repo, "main", *pair)) == provenance_of(named)
+    with pytest.raises(ValueError, match="not both"):
+        TreeOfLifeIndex.from_hub(repo, embeddings_file=pair[0], files=candidates)
     # A registry model's index goes the same way, with the registry's candidates.
     registry = TreeOfLifeIndex.from_registry("hf-hub:imageomics/bioclip-2.5-vith14")
     assert provenance_of(registry) == {**provenance_of(named), "revision": None}

@@ -409,8 +409,8 @@ class TreeOfLifeIndex:
 
     @classmethod
     def from_hub(cls, repo_id: str = "imageomics/TreeOfLife-10M", revision: str | None = None,
-                 files: Sequence[IndexFiles | str] | None = None, cache_dir: str | None = None,
-                 cache: bool = True) -> TreeOfLifeIndex:  # fmt: skip
+                 embeddings_file: str = TOL_EMBEDDINGS_FILE, names_file: str = TOL_NAMES_FILE, cache_dir: str | None = None,
+                 *, files: Sequence[IndexFiles | str] | None = None, cache: bool = True) -> TreeOfLifeIndex:  # fmt: skip
         """Download (or read from the HF cache) a released index from a Hub dataset repo.
 
         `index.metadata` records where it came from: `repo_id`, `revision`, the `commit` obtained and the `files`.
@@ -418,9 +418,10 @@ class TreeOfLifeIndex:
         Args:
             repo_id: the dataset repo.
             revision: branch, tag or commit (default `main`).
-            files: candidate file pairs, first present wins: `IndexFiles`, `.npy` paths in the repo or stems such as
-                "txt_emb_bioclip-2" (default: `embeddings/txt_emb_species.{npy,json}`, pybioclip's layout).
+            embeddings_file, names_file: the file pair to read (default: pybioclip's `txt_emb_species` layout).
             cache_dir: HF cache folder (default: huggingface_hub's).
+            files: instead of one pair, candidate pairs, the first present wins: `IndexFiles`, `.npy` paths in the repo
+                or stems such as "txt_emb_bioclip-2".
             cache: see `from_tol_files`.
 
         Example:
@@ -429,6 +430,11 @@ class TreeOfLifeIndex:
         """
         from bioclip_hf.hub.index_files import resolve_index_files
 
+        pair = IndexFiles(embeddings_file, names_file)
+        if files is None:
+            files = [pair]
+        elif pair != SPECIES_FILES:
+            raise ValueError("give files=[...] or embeddings_file/names_file, not both")
         resolved = resolve_index_files(repo_id, files, revision, cache_dir)
         index = cls.from_tol_files(resolved.embeddings_path, resolved.names_path, cache=cache)
         index.metadata.update(resolved.provenance())
@@ -448,7 +454,7 @@ class TreeOfLifeIndex:
             ['embeddings/txt_emb_bioclip-2.npy', 'embeddings/txt_emb_bioclip-2.json']
         """
         source = index_source(model)
-        return cls.from_hub(source.repo_id, revision or source.revision, source.files)
+        return cls.from_hub(source.repo_id, revision or source.revision, files=source.files)
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
