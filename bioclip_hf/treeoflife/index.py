@@ -431,10 +431,10 @@ class TreeOfLifeIndex:
         from bioclip_hf.hub.index_files import resolve_index_files
 
         pair = IndexFiles(embeddings_file, names_file)
-        if files is None:
+        if pair != SPECIES_FILES:  # a pair named the earlier way; the default pair is resolve_index_files' own
+            if files is not None:
+                raise ValueError("give files=[...] or embeddings_file/names_file, not both")
             files = [pair]
-        elif pair != SPECIES_FILES:
-            raise ValueError("give files=[...] or embeddings_file/names_file, not both")
         resolved = resolve_index_files(repo_id, files, revision, cache_dir)
         index = cls.from_tol_files(resolved.embeddings_path, resolved.names_path, cache=cache)
         index.metadata.update(resolved.provenance())
