@@ -19,7 +19,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from support.batch import NUM_GOOD, SLOW_ENCODER, assert_same_records, score_rtol
+from support.batch import NUM_GOOD, SLOW_ENCODER
+from support.tolerances import assert_same_records, score_rtol
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
 

@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from support.batch import FEATURE_ATOL, NUM_GOOD, SLOW_ENCODER, assert_same_records, score_rtol
+from support.batch import NUM_GOOD, SLOW_ENCODER
+from support.tolerances import FEATURE_ATOL, assert_same_records, score_rtol
 
 from bioclip_hf.inference import BatchOptions, BatchRun, NoImagesError, embed_batch, predict_batch
 

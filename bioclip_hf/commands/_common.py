@@ -14,7 +14,9 @@ def quiet_library_skip_warnings() -> None:
     """The CLI reports skipped images itself (`report_errors`); avoid the library's duplicate warnings."""
     import logging
 
-    logging.getLogger("bioclip_hf.inference.classify").setLevel(logging.ERROR)
+    from bioclip_hf.inference import classify  # its own logger object, so a move of the module cannot unhook this
+
+    classify.logger.setLevel(logging.ERROR)
 
 
 def report_errors(command: str, errors: Sequence[Mapping[str, str]]) -> None:

@@ -35,9 +35,9 @@ def push_parts(parts: Mapping[int, Path], repo_id: str, metadata: Mapping[str, A
 
     if repo_id.count("/") != 1:
         raise ValueError(f"--push-to-hub needs 'owner/name', got {repo_id!r}")
-    nonempty = [path for path in parts.values() if pq.ParquetFile(path).metadata.num_rows]
-    files: dict[str, Any] = {f"data/{path.name}": path for path in nonempty}
-    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files.values())
+    row_counts = {path: pq.ParquetFile(path).metadata.num_rows for path in parts.values()}  # one footer read each
+    files: dict[str, Any] = {f"data/{path.name}": path for path, count in row_counts.items() if count}
+    rows = sum(row_counts.values())
     images = sum(part_info(path).get("images", 0) for path in parts.values())
     columns = pq.read_schema(next(iter(files.values()))).names if files else []
     parquet_files = len(files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from .images import write_image
-from .tolerances import FEATURE_ATOL, assert_same_records, score_rtol  # noqa: F401  (the batch tests' tolerances)
 from .treeoflife import random_taxa
 
 NUM_GOOD = 11
