@@ -14,9 +14,10 @@ def quiet_library_skip_warnings() -> None:
     """The CLI reports skipped images itself (`report_errors`); avoid the library's duplicate warnings."""
     import logging
 
-    from bioclip_hf.inference import classify  # its own logger object, so a move of the module cannot unhook this
+    # its own logger object, so a move of the module cannot unhook this
+    from bioclip_hf.inference import classifier_base
 
-    classify.logger.setLevel(logging.ERROR)
+    classifier_base.logger.setLevel(logging.ERROR)
 
 
 def report_errors(command: str, errors: Sequence[Mapping[str, str]]) -> None:
