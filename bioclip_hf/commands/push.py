@@ -8,7 +8,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model folder (transformers or open_clip layout) or Hub repo id to upload")
     parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/bioclip-finetune (created if missing)")
-    parser.add_argument("--eval-results", metavar="JSON", help="harness results (bioclip-hf evaluate) for the card")
+    parser.add_argument("--eval-results", metavar="JSON", help="results of bioclip-hf evaluate for the card (a --suite bioclip-2 run also writes .eval_results/*.yaml)")
     parser.add_argument("--base-model", default="imageomics/bioclip", help="base_model in the card (default: imageomics/bioclip)")
     parser.add_argument("--dataset", action="append", dest="datasets", metavar="ID",
                         help="training dataset Hub id (repeatable; default imageomics/TreeOfLife-10M)")  # fmt: skip
@@ -40,6 +40,12 @@ def stage_repo_folder(args: argparse.Namespace, folder) -> None:
     info = CardInfo(repo_id=args.repo_id, base_model=args.base_model, datasets=args.datasets or ["imageomics/TreeOfLife-10M"],
                     license=args.license, has_open_clip=not args.no_open_clip)  # fmt: skip
     build_model_card(info, args.eval_results, args.template).save(str(folder / "README.md"))
+    from bioclip_hf.hub.cards import load_eval_results
+    from bioclip_hf.hub.eval_results import is_suite_results, write_eval_results
+
+    results = load_eval_results(args.eval_results)
+    if is_suite_results(results):  # a suite run also goes into the Hub's per-repo .eval_results/*.yaml files
+        write_eval_results(folder, results)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,13 +70,15 @@ def load_metric(name: str):
     return evaluate.load(str(path))
 
 
-def image_features(model: Any, processor: Any, images: list[Any], batch_size: int = 64) -> np.ndarray:
+def image_features(model: Any, processor: Any, images: list[Any], batch_size: int = 64, *,
+                   normalize: bool = True) -> np.ndarray:  # fmt: skip
     """L2-normalised image embeddings `[N, D]` (float32), preprocessed by the processor's own transform.
 
     Args:
         model, processor: a `BioCLIPModel` (on its device) and its `BioCLIPProcessor`.
         images: file paths, encoded image bytes or PIL images.
         batch_size: images per forward pass.
+        normalize: L2-normalise (False: the raw projections, which BioCLIP 2's FishNet / AwA2 probes train on).
 
     Example:
         >>> features = image_features(model, processor, ["a.jpg", "b.jpg"])  # doctest: +SKIP
@@ -90,7 +92,7 @@ def image_features(model: Any, processor: Any, images: list[Any], batch_size: in
         for start in range(0, len(images), batch_size):
             batch = np.stack([transform(decode_image(image)) for image in images[start : start + batch_size]])
             pixels = torch.from_numpy(batch).to(device=device, dtype=next(model.parameters()).dtype)
-            chunks.append(model.encode_image(pixels, normalize=True).float().cpu().numpy())
+            chunks.append(model.encode_image(pixels, normalize=normalize).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 ALL_TEXT_TYPES = ("taxonomic", "scientific", "common", "taxonomic+common", "scientific+common")
@@ -82,18 +83,23 @@ class TaskSpec:
         return dataclasses.asdict(self)
 
 
-def task_from_dict(data: dict, name: str | None = None) -> TaskSpec:
-    """Build a TaskSpec from a parsed YAML mapping, naming unknown keys in the error."""
+def spec_from_mapping(spec_class: type, data: Any, name: str | None = None) -> Any:
+    """Build a task-spec dataclass (`TaskSpec`, a suite task) from a parsed YAML mapping, naming unknown keys."""
     if not isinstance(data, dict):
         raise ValueError(f"task spec {name or ''} must be a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(TaskSpec)}
+    known = {f.name for f in dataclasses.fields(spec_class)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"task spec {name or data.get('name')}: unknown key(s) {unknown}")
     data = {"name": name, **data} if name and "name" not in data else data
     if "name" not in data:
         raise ValueError("task spec has no 'name'")
-    return TaskSpec(**data)
+    return spec_class(**data)
+
+
+def task_from_dict(data: dict, name: str | None = None) -> TaskSpec:
+    """Build a TaskSpec from a parsed YAML mapping, naming unknown keys in the error."""
+    return spec_from_mapping(TaskSpec, data, name)
 
 
 def load_task(name_or_path: str | Path) -> TaskSpec:

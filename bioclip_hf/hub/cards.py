@@ -124,18 +124,22 @@ def build_model_card(info: CardInfo, eval_results: str | os.PathLike | dict | No
     if not template.is_file():  # before reading the results: a wrong template is the first thing to report
         raise FileNotFoundError(f"model card template not found: {template}")
     results = load_eval_results(eval_results)
-    eval_entries = eval_results_from_harness(results) if results else None
+    from bioclip_hf.hub.eval_results import is_suite_results, suite_card_table, suite_model_index
+
+    suite = is_suite_results(results)  # a suite run (--suite bioclip-2): its own metrics and the published comparison
+    eval_entries = (suite_model_index(results) if suite else eval_results_from_harness(results)) if results else None
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag="zero-shot-image-classification", base_model=info.base_model,
         datasets=info.datasets or None, license=info.license, tags=info.tags or None, language=["en"],
         model_name=info.model_name, eval_results=eval_entries or None,
     )  # fmt: skip
-    table = eval_table(results) if results else ""
+    table = eval_table(results) if results and not suite else ""
     templates = results.get("config", {}).get("templates") if results else None
     return render_card(
         ModelCard, card_data, template, repo_id=info.repo_id, model_name=info.model_name, model_summary=info.summary,
         has_open_clip=info.has_open_clip, eval_table=table, index_path=info.index_path,
         eval_templates='the template "a photo of {}."' if templates == "single" else None,
+        eval_suite=results.get("suite") if suite else None, eval_suite_table=suite_card_table(results) if suite else "",
     )  # fmt: skip
 
 
