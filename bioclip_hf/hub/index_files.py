@@ -97,4 +97,50 @@ def resolve_index_files(repo_id: str, candidates: Sequence[IndexFiles | str] | N
                             "pass --index, or build one with `bioclip-hf build-index`")  # fmt: skip
 
 
-__all__ = ["DEFAULT_CANDIDATES", "ResolvedIndex", "index_files", "resolve_index_files"]
+# A model that carries its own label index (a `bioclip-hf finetune` output): a `TreeOfLifeIndex.save` folder beside the
+# weights, in a local folder or a Hub model repo. Predict and the Space use it when no index is given.
+BUNDLED_INDEX_DIR = "label_index"
+BUNDLED_INDEX_FILES = ("embeddings.safetensors", "taxa.parquet", "index.json")
+
+
+def bundled_index(model: str, revision: str | None = None) -> str | None:
+    """The local folder of the label index `model` carries (`label_index/`), downloading it from a Hub repo; None when
+    the model has none (registry models never do: they use their released index).
+
+    Args:
+        model: a model folder or Hub repo id (`hf-hub:` accepted).
+        revision: branch, tag or commit of the Hub repo (the model's own).
+
+    Example:
+        >>> bundled_index("runs/my-finetune")  # doctest: +SKIP
+        'runs/my-finetune/label_index'
+    """
+    from pathlib import Path
+
+    from bioclip_hf.hub.access import is_repo_id
+    from bioclip_hf.hub.registry import get_entry, is_local, normalize_model_id
+
+    name = normalize_model_id(model)
+    if is_local(name):
+        folder = Path(name).expanduser() / BUNDLED_INDEX_DIR
+        return str(folder) if (folder / BUNDLED_INDEX_FILES[0]).is_file() else None
+    if get_entry(name) is not None or not is_repo_id(name):
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from bioclip_hf.hub.access import HubUnavailableError, hub_download_kwargs
+
+    try:
+        hub = hub_download_kwargs(name, revision=revision)
+        paths = [hf_hub_download(name, f"{BUNDLED_INDEX_DIR}/{file}", revision=revision, **hub)
+                 for file in BUNDLED_INDEX_FILES]  # fmt: skip
+    # Not there (or not reachable): the caller goes on to the registry, whose error names the alternatives.
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, HubUnavailableError, FileNotFoundError) as err:
+        logger.info("%s carries no label index (%s)", name, type(err).__name__)
+        return None
+    return str(Path(paths[0]).parent)
+
+
+__all__ = ["BUNDLED_INDEX_DIR", "BUNDLED_INDEX_FILES", "DEFAULT_CANDIDATES", "ResolvedIndex", "bundled_index",
+           "index_files", "resolve_index_files"]  # fmt: skip

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 PRECISIONS = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "none")
@@ -26,8 +26,45 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+class YamlConfig:
+    """Serialisation shared by the run configs (dataclasses): dict and YAML, unknown keys named in the error.
+
+    Example:
+        >>> TrainConfig.from_yaml("run_config.yaml")  # doctest: +SKIP
+    """
+
+    SETTING_KIND: ClassVar[str] = "run"  # names the config in errors: "unknown training setting(s): ..."
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        """Build from a mapping; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.SETTING_KIND} setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def save_yaml(self, path: str | os.PathLike) -> Path:
+        """Write the config as YAML (atomically) and return the path."""
+        import yaml
+
+        from bioclip_hf.utils.io import atomic_write_bytes
+
+        path = Path(path)
+        atomic_write_bytes(path, yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Any:
+        """Read a config written by `save_yaml` (or by hand; missing keys take their defaults)."""
+        return cls.from_dict(load_yaml_mapping(path))
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(YamlConfig):
     """Everything a training run needs; saved as `run_config.yaml` in `output_dir`.
 
     Example:
@@ -35,6 +72,8 @@ class TrainConfig:
         >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
         True
     """
+
+    SETTING_KIND: ClassVar[str] = "training"  # names this config in errors
 
     # -- model --------------------------------------------------------------------------------------
     init_from: str | None = field(default=None, metadata=_help(
@@ -150,34 +189,6 @@ class TrainConfig:
             raise ValueError("save_best needs a validation: set val_split and/or eval_task / eval_data_dir")
         if self.save_best and self.best_metric != "val/loss" and not self.best_metric.startswith("eval/"):
             raise ValueError(f"best_metric must be 'val/loss' or an 'eval/...' metric, got {self.best_metric!r}")
-
-    # -- serialisation ------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping; unknown keys raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
-
-    def save_yaml(self, path: str | os.PathLike) -> Path:
-        """Write the config as YAML (atomically) and return the path."""
-        import yaml
-
-        from bioclip_hf.utils.io import atomic_write_bytes
-
-        path = Path(path)
-        atomic_write_bytes(path, yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
-        return path
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
-        """Read a config written by `save_yaml` (or by hand; missing keys take their defaults)."""
-        return cls.from_dict(load_yaml_mapping(path))
 
 
 def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
@@ -295,4 +306,4 @@ def describe_fields() -> str:
 
 
 __all__ = ["PRECISIONS", "RUN_CONFIG_NAME", "TRACKERS", "Schedule", "TrainConfig", "describe_fields", "list_recipes",
-           "load_yaml_mapping", "parse_config", "recipe_path", "resolve_schedule"]  # fmt: skip
+           "YamlConfig", "load_yaml_mapping", "parse_config", "recipe_path", "resolve_schedule"]  # fmt: skip
