@@ -11,12 +11,23 @@ the index, the parts and the merge are the real ones. Printed: peak RSS of the l
 included) and the PSS of all processes together (shared pages counted once; split into anonymous memory, mapped
 files, which the kernel can reclaim, and shared memory) at each size, and the growth.
 
+`--model bioclip-2` measures the default path instead: random ViT-L/14 weights of the real shapes as
+`imageomics/bioclip-2` with a 867,000-taxa, 768-d TreeOfLife-200M index (bench_fixtures), one process, `predict
+--files` at two sizes (default 8 and 40 photos: one and two batches of 32) with the default `--dtype auto` (and any
+`--dtypes`), then the breakdown of the peak by `memory_probe.py` (baseline, index, weights, activations, scoring;
+`--probe-dtypes auto bfloat16` shows the bf16-weights path even where bf16 is not native; `--probe-images` photos).
+Targets (issue 18): peak RSS <= 3.5 GB, and <= 2.5 GB where bf16 is native (bf16 weights).
+
 Run: python benchmarks/bench_batch_memory.py [--sizes 200 1600] [--taxa 450000] [--processes 2] [--repeats 3]
+     python benchmarks/bench_batch_memory.py --model bioclip-2 [--sizes 8 40] [--probe-dtypes auto bfloat16]
+     [--smoke]   (narrow model, 2,000 taxa, sizes 2 and 4, one process, probe included: checks the script)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -67,6 +78,65 @@ def median_run(runs: list[Measure]) -> Measure:
     return sorted(runs, key=lambda run: run.peak_gib)[len(runs) // 2]
 
 
+def probe(photos: list[str], env: dict, dtype: str, model: str) -> dict:
+    """`memory_probe.py` in a fresh process: the phases' memory (see its docstring)."""
+    command = [sys.executable, str(Path(__file__).with_name("memory_probe.py")), *photos, "--dtype", dtype, "--model", model]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory_probe.py failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_breakdown(result: dict) -> None:
+    """The phases, then the peak split into baseline, index, weights, activations and scoring."""
+    gib = 2**30
+    print(f"  breakdown ({result['precision']['dtype']}: weights {result['precision']['weights']}, index scored in "
+          f"{result['index_precision']}, {result['taxa']:,} taxa):")  # fmt: skip
+    for row in result["phases"]:
+        print(f"    {row['phase']:58s} RSS {row['rss'] / gib:5.2f} GiB (+{row['growth'] / gib:5.2f}, peak within "
+              f"+{row['peak_growth'] / gib:4.2f}; anon {row['anon'] / gib:4.2f}, file {row['file'] / gib:4.2f}) "
+              f"{row['seconds']:6.1f} s")  # fmt: skip
+    base, index, model, encode, score, again = result["phases"]
+    parts = {"python/torch/transformers": base["rss"], "index (taxa, maps)": index["growth"],
+             "weights (loaded + touched)": model["growth"] + encode["growth"],
+             "activations (encode peak)": encode["peak_growth"] - encode["growth"],
+             "scoring (logits, probs, chunks)": score["peak_growth"]}  # fmt: skip
+    peak = max(row["peak"] for row in result["phases"])
+    print(f"  peak {peak / gib:.2f} GiB ~ " + " + ".join(f"{name} {size / gib:.2f}" for name, size in parts.items()))
+
+
+def main_default_model(args: argparse.Namespace) -> int:
+    """Peak RSS of the default model's path (bioclip-2 + 867k index), two sizes, and where it goes."""
+    from bench_fixtures import write_model as write
+
+    if args.smoke:
+        write(args.cache, model_cfg=NARROW, repo_id="imageomics/bioclip-2")
+        write_index(args.cache, 2_000, dim=NARROW["embed_dim"], repo="imageomics/TreeOfLife-200M")
+    else:
+        write(args.cache, "ViT-L-14", repo_id="imageomics/bioclip-2")
+        write_index(args.cache, args.taxa or 867_000, dim=768, repo="imageomics/TreeOfLife-200M")
+    env = offline_env(args.cache)
+    print(f"default model path: bioclip-2 {'(narrow smoke model)' if args.smoke else '(random ViT-L/14)'}, "
+          f"one process, sizes {args.sizes}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for dtype in args.dtypes:
+            peaks = []
+            for size in args.sizes:
+                command = mode_commands("files", size, work, 1, args.part_size)
+                model = command.index("--model")
+                command[model : model + 2] = ["--dtype", dtype]  # the default model
+                run = run_measured(command, env, work / "run.log")
+                peaks.append(run.peak_gib)
+                print(f"  --dtype {dtype:8s} {size:4d} images: {run.wall:6.1f} s, CPU {run.cpu:6.1f} s, peak RSS "
+                      f"{run.peak_gib:.2f} GiB ({run.peak_gib * 2**30 / 1e9:.2f} GB)", flush=True)  # fmt: skip
+            print(f"--dtype {dtype}: peak RSS {peaks[0]:.2f} -> {peaks[1]:.2f} GiB for {args.sizes[1] - args.sizes[0]} more "
+                  f"images ({(peaks[1] - peaks[0]) * 1024:+.0f} MiB)")  # fmt: skip
+    for dtype in args.probe_dtypes:
+        print_breakdown(probe(bird_photos(args.probe_images), env, dtype, "imageomics/bioclip-2"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 1600])
@@ -78,8 +148,24 @@ def main(argv: list[str] | None = None) -> int:
                         "processes blocks: idle workers exit early and hold no memory at the peak)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per size; the run with the median peak is compared (peaks vary by ~0.3 GiB run to run)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bioclip-bench-hf-narrow")
+    parser.add_argument("--cache", type=Path, help="HF_HOME to create (default: a temporary folder per model)")
+    parser.add_argument("--model", choices=["narrow", "bioclip-2"], default="narrow",
+                        help="narrow: the batch modes above; bioclip-2: the default model's path and its breakdown")  # fmt: skip
+    parser.add_argument("--dtypes", nargs="+", default=["auto"], help="bioclip-2: --dtype of the predict runs")
+    parser.add_argument("--probe-dtypes", nargs="*", default=["auto", "bfloat16"], help="bioclip-2: breakdown runs")
+    parser.add_argument("--probe-images", type=int, default=8, help="bioclip-2: photos in the breakdown's batch")
+    parser.add_argument("--smoke", action="store_true", help="with --model bioclip-2: a narrow model, tiny sizes")
     args = parser.parse_args(argv)
+    if args.model == "bioclip-2":
+        if args.sizes == parser.get_default("sizes"):
+            args.sizes = [2, 4] if args.smoke else [8, 40]
+        if args.smoke:
+            args.probe_images, args.taxa = 2, 2_000
+        elif args.taxa == parser.get_default("taxa"):
+            args.taxa = 867_000
+        args.cache = args.cache or Path(tempfile.gettempdir()) / ("bioclip-bench-hf-smoke2" if args.smoke else "bioclip-bench-hf")
+        return main_default_model(args)
+    args.cache = args.cache or Path(tempfile.gettempdir()) / "bioclip-bench-hf-narrow"
 
     write_model(args.cache, model_cfg=NARROW)
     write_index(args.cache, args.taxa, dim=NARROW["embed_dim"])

@@ -23,34 +23,37 @@ from pathlib import Path
 
 # The synthetic Tree of Life and the fake HF cache are the test suite's (tests/support), one copy for both.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.hub_cache import repo_folder  # noqa: E402
+from support.hub_cache import DEFAULT_COMMIT, repo_folder  # noqa: E402
 from support.models import write_model_release  # noqa: E402
 from support.paths import BIRDS  # noqa: E402
 from support.treeoflife import realistic_taxa, write_index_release  # noqa: E402
 
+# The registry's pinned commits: ours loads the pin, pybioclip loads `main`; the fake cache has both on one snapshot.
+PINNED = {"imageomics/bioclip-2": "2957b322090f9cb17ae72c71981c7218a28d81e0"}
+
 
 def write_model(hf_home: Path, architecture: str = "ViT-B-16", model_cfg: dict | None = None, seed: int = 0,
-                logit_scale: float = 100.0) -> dict:  # fmt: skip
-    """A random open_clip model saved as `imageomics/bioclip` with open_clip's writer (kept for later runs); returns
-    its model config.
+                logit_scale: float = 100.0, repo_id: str = "imageomics/bioclip", commit: str | None = None) -> dict:  # fmt: skip
+    """A random open_clip model saved as `repo_id` (at `commit`, on `main`) with open_clip's writer (kept for later
+    runs); returns its model config. `imageomics/bioclip-2` needs the registry's pinned commit (`PINNED`).
 
     The temperature is set to BioCLIP's trained `logit_scale.exp()` of 100 (a fresh model has 1/0.07 = 14.3),
     so probabilities are as peaked as with the released weights and the number of species above pybioclip's
     `min_prob` (which its per-image grouping loops over) is realistic rather than all of them.
     """
     cache = hf_home / "hub"
-    written = next(repo_folder(cache, "imageomics/bioclip").glob("snapshots/*/open_clip_config.json"), None)
+    written = next(repo_folder(cache, repo_id).glob("snapshots/*/open_clip_config.json"), None)
     if written is None:
-        write_model_release(cache, "imageomics/bioclip", seed=seed, model_cfg=model_cfg or architecture,
-                            logit_scale=logit_scale)  # fmt: skip
-        written = next(repo_folder(cache, "imageomics/bioclip").glob("snapshots/*/open_clip_config.json"))
+        pin = {"commit": commit or PINNED.get(repo_id, DEFAULT_COMMIT)}
+        write_model_release(cache, repo_id, seed=seed, model_cfg=model_cfg or architecture, logit_scale=logit_scale, **pin)
+        written = next(repo_folder(cache, repo_id).glob("snapshots/*/open_clip_config.json"))
     return json.loads(written.read_text())["model_cfg"]
 
 
-def write_index(hf_home: Path, num_taxa: int, dim: int = 512, seed: int = 1) -> None:
-    """A random TreeOfLife-10M-layout index of `num_taxa` species (`realistic_taxa`, random unit columns), kept for
-    later runs of the same size."""
-    cache, repo = hf_home / "hub", "imageomics/TreeOfLife-10M"
+def write_index(hf_home: Path, num_taxa: int, dim: int = 512, seed: int = 1, repo: str = "imageomics/TreeOfLife-10M") -> None:
+    """A random TreeOfLife-10M-layout index of `num_taxa` species (`realistic_taxa`, random unit columns) in dataset
+    `repo` (`imageomics/TreeOfLife-200M` for bioclip-2), kept for later runs of the same size."""
+    cache = hf_home / "hub"
     names = next(repo_folder(cache, repo, "dataset").glob("snapshots/*/embeddings/txt_emb_species.json"), None)
     if names is not None and len(json.loads(names.read_text())) == num_taxa:
         return

@@ -35,11 +35,15 @@ _LAZY = {
     "predict_batch": "inference.runs",
     "embed_batch": "inference.runs",
     "load_model_and_processor": "models.loading",
+    "load_labelled_data": "data.labelled",
+    "FinetuneConfig": "training.finetune_config",
+    "finetune": "training.finetune",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bioclip_hf.data.labelled import load_labelled_data  # noqa: F401
     from bioclip_hf.inference.classify import (  # noqa: F401
         CustomLabelsBinningClassifier,
         CustomLabelsClassifier,
@@ -54,6 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from bioclip_hf.models.bioclip.processing_bioclip import BioCLIPImageProcessor, BioCLIPProcessor, load_tokenizer  # noqa: F401
     from bioclip_hf.models.convert import convert_open_clip_checkpoint, export_to_open_clip  # noqa: F401
     from bioclip_hf.models.loading import load_model_and_processor  # noqa: F401
+    from bioclip_hf.training.finetune import finetune  # noqa: F401
+    from bioclip_hf.training.finetune_config import FinetuneConfig  # noqa: F401
     from bioclip_hf.treeoflife.index import TreeOfLifeIndex  # noqa: F401
     from bioclip_hf.treeoflife.taxonomy import Taxon  # noqa: F401
 

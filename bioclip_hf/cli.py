@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list-models": ("bioclip_hf.commands.list_models", "list the released models, their revisions and Tree-of-Life indexes"),
     "build-index": ("bioclip_hf.commands.build_index", "embed a taxa table into a Tree-of-Life index"),
     "train": ("bioclip_hf.commands.train", "train or fine-tune a BioCLIP model (contrastive, accelerate)"),
+    "finetune": ("bioclip_hf.commands.finetune", "fine-tune on your own labelled photos (LoRA/full/head), with before/after and forgetting"),
     "push": ("bioclip_hf.commands.push", "upload a model + processor + model card (+ open_clip copy) to the Hub"),
     "evaluate": ("bioclip_hf.commands.evaluate", "zero-shot and few-shot benchmark harness over task specs"),
 }

@@ -6,6 +6,7 @@
 The classes are bioclip-hf's with pybioclip's defaults: records keyed `file_name` / `classification` with
 pybioclip's columns, `device="cpu"`, `batch_size=10`, custom labels returning every class unless `k` is given,
 pybioclip's own image preprocessing (`preprocess="pybioclip"`) for the models pybioclip treats as Tree-of-Life models,
+float32 encoders (`dtype="float32"`, pybioclip's precision: pass `dtype="auto"` for bf16 where the CPU has it),
 model ids as `model_str="hf-hub:imageomics/bioclip-2"`. What bioclip-hf adds stays available (revision pinning,
 folders as input, unreadable images skipped and listed in `.errors` instead of aborting the batch).
 
@@ -39,6 +40,7 @@ PYBIOCLIP_TOL_MODELS = frozenset({"imageomics/bioclip", "imageomics/bioclip-2"})
 def _pybioclip_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs.setdefault("record_keys", "pybioclip")
     kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("dtype", "float32")  # a drop-in gives pybioclip's answers: no bf16 even where auto would pick it
     model = kwargs.get("model_str") or kwargs.get("model_name_or_path") or BIOCLIP_MODEL_STR
     if kwargs.get("model") is None and str(model).removeprefix(HF_HUB_PREFIX) in PYBIOCLIP_TOL_MODELS:
         kwargs.setdefault("preprocess", "pybioclip")

@@ -15,6 +15,12 @@ def pytest_configure(config):
     # Tests must never reach the network: the Hub is only ever a local cache or a local test server.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bioclip-hf's own caches (label embeddings, quantized weights, index copies) go to a folder of this session,
+    # never the user's ~/.cache; tests that check a cache point it at their own tmp_path.
+    if "BIOCLIP_HF_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["BIOCLIP_HF_CACHE"] = tempfile.mkdtemp(prefix="bioclip-hf-test-cache-")
 
 
 def pytest_report_header(config):

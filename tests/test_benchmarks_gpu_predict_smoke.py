@@ -19,7 +19,8 @@ def test_gpu_predict_runs_on_cpu(capsys, tmp_path, monkeypatch):
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and lines[0].startswith("device=cpu batch=4 images=6")
     rows = {line.split(":")[0].strip(): line for line in lines[1:]}
-    assert list(rows) == ["float32", "float16", "bfloat16"]
+    assert list(rows) == ["float32", "float16", "bfloat16", "auto", "int8"]
+    assert "(auto = float32: " in rows["auto"] or "(auto = bfloat16: " in rows["auto"]
     for line in rows.values():
         numbers = re.findall(r"([\d.]+) images/s", line)
         assert len(numbers) == 2 and all(float(n) > 0 for n in numbers), line

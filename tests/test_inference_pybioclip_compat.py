@@ -80,7 +80,7 @@ CLI_SCRIPT = textwrap.dedent('''
                 bioclip_main()
             else:
                 from bioclip_hf.cli import main as bioclip_hf_main
-                flags = ["--columns", "pybioclip", "--preprocess", "pybioclip", "--no-progress"]
+                flags = ["--columns", "pybioclip", "--preprocess", "pybioclip", "--dtype", "float32", "--no-progress"]
                 assert bioclip_hf_main([*argv, *flags]) == 0
         out[name] = buffer.getvalue()
     json.dump(out, open(target, "w"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bioclip_hf.utils.errors import UsageError
@@ -43,8 +44,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     workers = min(4, os.cpu_count() or 1)
     group.add_argument("--num-workers", type=int, default=workers,
                        help=f"processes decoding images (default: {workers}; 0: decode in the main process)")  # fmt: skip
-    group.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                       help="image encoder precision under autocast (scores stay float32; default: float32)")  # fmt: skip
+    group.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                       help="encoder precision (scores stay float32); auto (default): bfloat16 on CPUs with native "
+                       "bf16 (AVX512-BF16/AMX) for bf16/mixed-precision models, else float32 (CUDA too); "
+                       "float32 with --preprocess pybioclip gives pybioclip's answers")  # fmt: skip
+    group.add_argument("--quantize", choices=("int8",), help="dynamic int8 on the image encoder's Linear layers "
+                       "(CPU; quantized once per model commit and cached; expect small score differences)")  # fmt: skip
     group.add_argument("--compile", action="store_true", help="torch.compile the image encoder (long runs)")
     group.add_argument("--part-size", type=int, default=1024, help="images per Parquet part: the unit of work "
                        "and of resume (default: 1024)")  # fmt: skip
@@ -67,13 +72,35 @@ def batch_options(args: argparse.Namespace) -> Any:
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The flags that shape the output (a resumed run must repeat them; stored with the output)."""
-    return {name: value for name, value in sorted(vars(args).items())
-            if not name.startswith("_") and name not in NOT_RUN_OPTIONS}  # fmt: skip
+    # An unset --quantize is left out, so runs started before the flag existed still resume; --dtype is stored as
+    # the precision in effect, so `auto` resumes a float32 run (and one started before auto existed) where it
+    # means float32.
+    options = {name: value for name, value in sorted(vars(args).items())
+               if not name.startswith("_") and name not in NOT_RUN_OPTIONS
+               and not (name == "quantize" and value is None)}  # fmt: skip
+    if options.get("dtype") == "auto":
+        options["dtype"] = dtype_in_effect(args)
+    return options
+
+
+def dtype_in_effect(args: argparse.Namespace) -> str:
+    """What `--dtype auto` resolves to for this model and device, without loading the model."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from bioclip_hf.models.precision import resolve_precision, training_precision
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config_file = Path(str(args.model)) / "config.json"
+    config = SimpleNamespace(**json.loads(config_file.read_text())) if config_file.is_file() else None
+    return resolve_precision("auto", device, training_precision(args.model, config)).dtype
 
 
 def apply_speed_options(classifier: Any, args: argparse.Namespace) -> None:
-    """--dtype, --compile and --num-workers, for batch runs and streamed output alike."""
-    classifier.optimize(dtype=args.dtype, compile=args.compile)
+    """--dtype, --quantize, --compile and --num-workers, for batch runs and streamed output alike."""
+    classifier.optimize(dtype=args.dtype, compile=args.compile, quantize=getattr(args, "quantize", None))
     classifier.num_workers = args.num_workers
 
 

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     state = process_state()
     batch, _ = open_inputs(args, plan, state)  # before the model loads
     common = dict(model_name_or_path=args.model, revision=args.revision, device=state.device(args.device),
-                  batch_size=args.batch_size, progress=not args.no_progress, preprocess=args.preprocess)  # fmt: skip
+                  batch_size=args.batch_size, progress=not args.no_progress, preprocess=args.preprocess,
+                  dtype=args.dtype, quantize=args.quantize)  # fmt: skip
     embedder = TreeOfLifeClassifier(index=args.index, **common) if args.predict_rank else BaseClassifier(**common)
     apply_speed_options(embedder, args)
     result = batch.embed(embedder, normalize=not args.no_normalize, embedding_dtype=args.embedding_dtype,

@@ -115,9 +115,10 @@ def _classifier(args: argparse.Namespace, device: str | None):
     from bioclip_hf.treeoflife.files import parse_subset
 
     common = dict(model_name_or_path=args.model, revision=args.revision, device=device, batch_size=args.batch_size,
-                  progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess)  # fmt: skip
+                  progress=not args.no_progress, record_keys=args.columns, preprocess=args.preprocess,
+                  dtype=args.dtype, quantize=args.quantize)  # precision before custom labels are embedded  # fmt: skip
     settings: dict = {"k": args.k, "columns": args.columns, "batch_size": args.batch_size, "preprocess": args.preprocess,
-                      "dtype": args.dtype, "compile": args.compile}  # fmt: skip
+                      "dtype": args.dtype, "quantize": args.quantize, "compile": args.compile}  # fmt: skip
     options: dict = {}
     if args.labels:
         labels = read_labels(args.labels)

@@ -61,17 +61,21 @@ class ModelEntry:
     revision: str | None = None
     index: IndexSource | None = None
     note: str = ""
+    # How the release was trained: "amp_fp16", "amp_bf16", "pure_bf16", "float32" or "unknown" (treated as mixed);
+    # `--dtype auto` runs bf16 on CPUs with native bf16 only where this allows it (models/precision.py).
+    training_precision: str = "unknown"
 
 
 SPECIES_FILES = IndexFiles.named("txt_emb_species")  # pybioclip's layout; each index repo's default model
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("imageomics/bioclip", "ViT-B-16", "bioclip", 512,
                index=IndexSource("imageomics/TreeOfLife-10M", (IndexFiles.named("txt_emb_bioclip"), SPECIES_FILES)),
-               note="BioCLIP (CVPR 2024); being retrained on corrected labels, so its commit is recorded per run"),
+               note="BioCLIP (CVPR 2024); being retrained on corrected labels, so its commit is recorded per run",
+               training_precision="amp_fp16"),  # recipe: fp16 AMP
     # 2957b322...: the commit third-party exporters pin (the only publicly confirmed full hash of these repos).
     ModelEntry("imageomics/bioclip-2", "ViT-L-14", "bioclip-2", 768, "2957b322090f9cb17ae72c71981c7218a28d81e0",
                index=IndexSource("imageomics/TreeOfLife-200M", (IndexFiles.named("txt_emb_bioclip-2"), SPECIES_FILES)),
-               note="BioCLIP 2; the default model, as in pybioclip"),
+               note="BioCLIP 2; the default model, as in pybioclip", training_precision="pure_bf16"),  # --precision pure_bf16
     ModelEntry("imageomics/bioclip-2.5-vith14", "ViT-H-14", "bioclip-2.5", 1024,
                index=IndexSource("imageomics/TreeOfLife-200M", (IndexFiles.named("txt_emb_bioclip-2.5-vith14"),)),
                note="BioCLIP 2.5 Huge, the strongest released checkpoint"),

@@ -57,16 +57,25 @@ class BaseClassifier:
         pretrained_str: pybioclip's open_clip pretrained tag; only None is supported (pass a Hub id instead).
         preprocess: "open_clip" or "pybioclip" image preprocessing (None: the model's own open_clip settings);
             "pybioclip" squashes images to the model size exactly as pybioclip does, for identical answers.
+        dtype: encoder precision (keyword only): "auto" (default: bf16 on CPUs with native bf16 for models trained
+            in mixed/bf16 precision, else float32; see `bioclip_hf.models.precision`), "float32", "bfloat16" or
+            "float16". Features, probabilities and scores are float32 whatever the choice; `self.precision` says
+            what is in effect and why. It applies to the image encoder (the text encoder stays float32). With bf16
+            on a CPU the image encoder's Linear weights are stored in bf16 (about half the model's memory) when the
+            classifier loaded the model itself; a model you pass in is never modified.
+        quantize: "int8" (keyword only): dynamic int8 on the image encoder's Linear layers (CPU; cached per model
+            commit, see `bioclip_hf.models.quantize`). None (default): off.
     """
 
     autocast_dtype: torch.dtype | None = None  # see `optimize`
+    precision: Any = None  # the `Precision` in effect, see `optimize`
     _encoder: Callable[..., torch.Tensor] | None = None  # compiled `encode_image`, see `optimize`
 
     def __init__(
         self, model: Any = None, processor: Any = None, model_name_or_path: str | None = None, device: str | None = None,
         batch_size: int = 32, num_workers: int = 4, progress: bool = False, revision: str | None = None,
         record_keys: str = "bioclip-hf", model_str: str | None = None, pretrained_str: str | None = None,
-        preprocess: str | None = None,
+        preprocess: str | None = None, *, dtype: str | torch.dtype | None = "auto", quantize: str | None = None,
     ):
         from bioclip_hf.models.loading import load_model, load_processor, resolve_device, resolve_model_source
 
@@ -76,6 +85,7 @@ class BaseClassifier:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.record_keys = check_record_keys(record_keys)
         name = requested_model_name(model_name_or_path, model_str, pretrained_str)
+        self._owns_model = model is None  # only a model loaded here may get bf16 weights or int8 layers in place
         if model is None:
             self.model_name = name or DEFAULT_MODEL
             source = resolve_model_source(self.model_name, revision)  # the registry's pin unless `revision` is given
@@ -94,6 +104,7 @@ class BaseClassifier:
         self.device = next(model.parameters()).device
         self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
         self.errors: list[dict[str, str]] = []
+        self._set_precision(dtype, quantize)
 
     def provenance(self) -> dict[str, Any]:
         """What produced the predictions: model id + revision + resolved commit, preprocessing, device."""
@@ -103,39 +114,71 @@ class BaseClassifier:
         image_processor = self.processor.image_processor
         config = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {}
         return {"model": model, "preprocessing": json.loads(json.dumps(config, default=str)), "device": str(self.device),
-                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}  # fmt: skip
+                "dtype": self.precision.dtype, "precision": self.precision.to_dict()}  # fmt: skip
 
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.detach().exp())
 
-    def optimize(self, dtype: str | torch.dtype | None = None, compile: bool = False) -> BaseClassifier:
-        """Opt-in speed-ups for the image encoder; returns self.
+    def optimize(self, dtype: str | torch.dtype | None = None, compile: bool = False, *,
+                 quantize: str | None = None) -> BaseClassifier:  # fmt: skip
+        """Speed-ups for the image encoder; returns self.
 
         Args:
-            dtype: run the image encoder under autocast in "float16" or "bfloat16" (None/"float32": off). Weights
-                stay float32 and features, probabilities and scores are computed in float32; on CPUs with AMX
-                bfloat16 is also faster. Expect small score differences (compare top-k agreement).
+            dtype: "auto", "float32", "bfloat16" or "float16" (None: keep the precision chosen at construction).
+                Features, probabilities and scores stay float32; expect small score differences in bf16/fp16
+                (`benchmarks/bench_cpu_precision.py` measures the top-k agreement).
             compile: `torch.compile` the image encoder (one-time compile cost; pays off on long runs).
+            quantize: "int8": dynamic int8 on the image encoder's Linear layers (CPU; see the class docstring).
 
         Example:
             >>> clf = TreeOfLifeClassifier().optimize(dtype="bfloat16")  # doctest: +SKIP
         """
-        from bioclip_hf.models.loading import resolve_dtype
-
-        self.autocast_dtype = resolve_dtype(dtype)
+        if dtype is not None or quantize is not None:
+            self._set_precision(self.precision.requested if dtype is None else dtype,
+                                quantize or self.precision.quantize)  # fmt: skip
         self._encoder = torch.compile(self.model.encode_image) if compile else None
         return self
+
+    def _set_precision(self, dtype: Any, quantize: str | None) -> None:
+        """Resolve `dtype` ("auto" included) for this model and device, and apply it: a model loaded here runs its
+        encoders in that precision by itself (bf16 Linear weights on a CPU; int8 image layers); a model passed in
+        is left as it is and only `encode_pixels` runs under autocast."""
+        import dataclasses
+
+        from bioclip_hf.models.precision import apply_precision, resolve_precision, training_precision
+
+        if self.precision is not None and self.precision.quantize and quantize != self.precision.quantize:
+            raise ValueError("the image encoder is already quantized; load a new classifier for another precision")
+        trained = training_precision(self.model_name, self.model.config)
+        precision = resolve_precision(dtype, self.device, trained, quantize=quantize)
+        if not self._owns_model:
+            if precision.quantize:
+                raise ValueError("quantize applies to models the classifier loads; pass model_name_or_path")
+            precision = dataclasses.replace(precision, weights="float32")  # autocast in encode_pixels: same numbers
+        else:
+            if precision.quantize and not getattr(self.model, "bioclip_quantized", None):
+                from bioclip_hf.models.quantize import quantize_image_encoder
+
+                quantize_image_encoder(self.model, precision.quantize, revision=self.model_revision)
+            apply_precision(self.model, precision)
+        self.precision, self.autocast_dtype = precision, precision.autocast
+        logger.info("precision: %s (%s)", precision.dtype, precision.reason)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context the encoders run under (a no-op in float32)."""
+        cast = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=cast, enabled=cast is not None)
 
     def encode_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """`[b, 3, H, W]` preprocessed pixels -> `[b, D]` float32 features (copied to the model's device without
         blocking: pinned batches from `iter_embeddings`' loader overlap the copy with compute)."""
-        dtype = next(self.model.parameters()).dtype
+        dtype = self.model.vision_model.embeddings.patch_embedding.weight.dtype  # float32 unless loaded in half
         pixels = pixels.to(self.device, dtype, non_blocking=True)
         encoder = self._encoder or self.model.encode_image
-        cast = self.autocast_dtype
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=cast, enabled=cast is not None):
-            return encoder(pixels, normalize=normalize).float()
+        with torch.no_grad(), self.autocast():
+            features = encoder(pixels).float()
+        return torch.nn.functional.normalize(features, dim=-1) if normalize else features  # in float32
 
     def embed_images(self, images: Any, normalize: bool = True) -> tuple[list[str], torch.Tensor]:
         """Embed `images`; returns (file keys, `[M, D]` features) for the readable ones (see `iter_embeddings`)."""

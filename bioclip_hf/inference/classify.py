@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
+from bioclip_hf.hub.index_files import bundled_index
 from bioclip_hf.hub.registry import (
     DEFAULT_MODEL,
     index_source,
+    is_local,
     requested_model_name,
 )
 from bioclip_hf.inference.classifier_base import BaseClassifier, records_to_dataframe  # noqa: F401  (public here)
@@ -48,7 +50,8 @@ class TreeOfLifeClassifier(BaseClassifier):
 
     Args:
         index: a `TreeOfLifeIndex`, a path to one (`build-index` folder or `txt_emb_species.npy`), a Hub dataset id
-            with the released layout, or None for the model's released index from the registry
+            with the released layout, or None: the model's own label index when it carries one (a `bioclip-hf
+            finetune` output, `label_index/`), else its released index from the registry
             (`bioclip-hf list-models`: imageomics/bioclip-2 -> imageomics/TreeOfLife-200M, ...).
         subset: optional clade names (list) or subset table path restricting (and renormalising) predictions.
         index_revision: branch, tag or commit of the released index's dataset repo (default: the registry's).
@@ -61,14 +64,25 @@ class TreeOfLifeClassifier(BaseClassifier):
 
     def __init__(self, index: TreeOfLifeIndex | str | os.PathLike | None = None, subset: Any = None,
                  index_revision: str | None = None, **kwargs: Any):  # fmt: skip
+        bundled = None
         if index is None and kwargs.get("model") is None:  # an unknown model fails before any weights are loaded
-            index_source(requested_model_name(kwargs.get("model_name_or_path"), kwargs.get("model_str")) or DEFAULT_MODEL)
+            name = requested_model_name(kwargs.get("model_name_or_path"), kwargs.get("model_str")) or DEFAULT_MODEL
+            bundled = bundled_index(name, kwargs.get("revision"))  # a fine-tune's own label index
+            if bundled is None:
+                index_source(name)
         if index is not None and index_revision is not None:
             raise ValueError("index_revision applies to the model's released index (index=None) only")
         super().__init__(**kwargs)
+        if index is None and kwargs.get("model") is not None and self.model_name and is_local(self.model_name):
+            bundled = bundled_index(self.model_name)  # a loaded model: only its local folder is looked at
+        if bundled is not None and index_revision is not None:
+            raise ValueError(f"{self.model_name} carries its own label index: index_revision does not apply")
+        index = bundled if index is None else index
         self.index_origin = None if index is None or isinstance(index, TreeOfLifeIndex) else str(index)
         if index is None:
             index = TreeOfLifeIndex.from_registry(self.model_name, index_revision)
+        elif bundled is not None:
+            index = TreeOfLifeIndex.load(bundled, cache=False)  # no derived-data cache inside the model folder
         elif not isinstance(index, TreeOfLifeIndex):
             index = load_index(index)
         self.full_index = index.to(self.device)
@@ -84,8 +98,15 @@ class TreeOfLifeClassifier(BaseClassifier):
         if self.index_origin is not None:
             path = Path(self.index_origin)
             index = {**index, "path": str(path.resolve()) if path.exists() else self.index_origin}
-        info["index"] = {**index, "num_taxa": len(self.full_index), "num_taxa_used": len(self.index)}
+        info["index"] = {**index, "num_taxa": len(self.full_index), "num_taxa_used": len(self.index),
+                         "precision": self.index_precision()}  # fmt: skip
         return info
+
+    def index_precision(self) -> str:
+        """How the index is scored: exactly ("float32") when the image encoder runs in float32, else from its cached
+        float16 copy ("float16": half the bytes; its rounding, <= 2^-11 per component, is far below bf16's)."""
+        precision = getattr(self.precision, "dtype", "float32")
+        return "float32" if precision == "float32" else "float16"
 
     def apply_subset(self, subset: Any) -> None:
         """Restrict predictions to clades: a list of names, or a path to a subset table (see `TreeOfLifeIndex.subset`)."""
@@ -152,6 +173,7 @@ class TreeOfLifeClassifier(BaseClassifier):
     def _batch_records(self, keys: list[str], features: torch.Tensor, k: int, rank: str = "species",
                        min_prob: float = 1e-9) -> list[dict[str, Any]]:  # fmt: skip
         pybioclip = self.record_keys == "pybioclip"
+        self.index.set_precision(self.index_precision())
         # pybioclip applies min_prob to the grouped ranks only; its species top-k is taken over all species.
         batch = self.index.predict(features, self.logit_scale, rank, k, 0.0 if pybioclip and rank == "species" else min_prob)
         records = []

@@ -36,7 +36,9 @@ class CustomLabelsClassifier(BaseClassifier):
         templates: prompt templates averaged per label (default: the 80 OpenAI templates).
         bins: optional {label: bin}; predictions then sum label probabilities per bin.
         label_embeddings: a path to embeddings saved with `save_label_embeddings`; loaded when its labels and
-            templates match, otherwise computed and written there (a cache).
+            templates match, otherwise computed and written there (a cache). None: the automatic cache
+            (`inference.label_cache`, keyed by model commit, labels and templates), so a repeated run skips the
+            text encoder.
         **kwargs: see `BaseClassifier`.
 
     Example:
@@ -77,16 +79,34 @@ class CustomLabelsClassifier(BaseClassifier):
         return [t if isinstance(t, str) else repr(t(" {} ")) for t in self.templates]
 
     def _label_features(self, cache: str | os.PathLike | None) -> torch.Tensor:
+        automatic = cache is None  # the automatic cache keyed by model commit, labels and templates (`label_cache`)
+        if automatic:
+            from bioclip_hf.inference.label_cache import label_cache_file
+
+            precision = getattr(self.precision, "dtype", None) or str(self.model.dtype).removeprefix("torch.")
+            cache = label_cache_file(self.model, self.labels, self._template_keys(), precision)
         if cache is not None and Path(cache).exists():
-            labels, templates, features = load_label_embeddings(cache)
+            try:
+                labels, templates, features = load_label_embeddings(cache)
+            except Exception as err:  # noqa: BLE001  (safetensors' own error too) a damaged automatic entry is rewritten
+                if not automatic:
+                    raise
+                logger.warning("ignoring unreadable label-embedding cache %s: %s", cache, err)
+                labels, templates, features = [], [], torch.empty(0, 0)
             if labels == self.labels and templates == self._template_keys() and features.shape[1] == self._dim():
                 logger.info("loaded label embeddings from %s", cache)
                 return features
-            logger.warning("label embeddings in %s are for other labels/templates/model; recomputing", cache)
+            if not automatic:
+                logger.warning("label embeddings in %s are for other labels/templates/model; recomputing", cache)
         features = encode_prompts(self.model, self.processor, self.labels, self.templates, batch_size=256,
                                   progress=self.progress, desc="embedding labels")  # fmt: skip
         if cache is not None:
-            save_label_embeddings(cache, self.labels, self._template_keys(), features)
+            try:
+                save_label_embeddings(cache, self.labels, self._template_keys(), features)
+            except OSError as err:  # a read-only cache folder costs the next run the text encoder, nothing else
+                if not automatic:
+                    raise
+                logger.info("cannot write the label-embedding cache %s: %s", cache, err)
         return features
 
     def _dim(self) -> int:

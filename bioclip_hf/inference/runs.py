@@ -368,6 +368,9 @@ def describe_run(classifier: Any, **settings: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"classifier": type(classifier).__name__, "model": classifier.model_name,
                             "revision": classifier.model_revision, "record_keys": classifier.record_keys,
                             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "float32"}  # fmt: skip
+    quantize = getattr(getattr(classifier, "precision", None), "quantize", None)
+    if quantize:  # only when set: runs from before quantization existed still resume
+        info["quantize"] = quantize
     for name in ("labels", "bins", "classes"):
         value = getattr(classifier, name, None)
         if value is not None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from bioclip_hf.treeoflife.taxa import FIELDS, TaxaColumns, column_maxabs, find_problems
 from bioclip_hf.treeoflife.taxonomy import RANKS
+from bioclip_hf.utils.io import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,8 @@ def cache_locations(names_file: str | os.PathLike, suffix: str = CACHE_SUFFIX, f
     """
     names_file = Path(names_file)
     beside = names_file.with_name(names_file.stem + suffix)
-    root = Path(
-        os.environ.get("BIOCLIP_HF_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bioclip_hf"
-    )
     digest = hashlib.sha256(str(names_file.resolve()).encode()).hexdigest()[:20]
-    return [beside, root / folder / f"{digest}{suffix}"]
+    return [beside, cache_root() / folder / f"{digest}{suffix}"]
 
 
 def read_cache(names_file: str | os.PathLike, signature: list[dict[str, Any]]) -> tuple[TaxaColumns, np.ndarray] | None:

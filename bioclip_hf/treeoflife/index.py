@@ -7,6 +7,9 @@ higher rank sums species probabilities over each clade with one precomputed spec
 Taxa are columnar (`taxa.TaxaColumns`); `Taxon` objects are made only for the predictions returned. Released
 matrices are memory-mapped as they are (`[D, N]`, float32 or float16; the `[N, D]` view is a transpose, not a copy),
 and what loading derives (columns, clade ids, problem flags) is cached next to the files (`treeoflife.cache`).
+A memory-mapped matrix is scored where it lies, a chunk of taxa at a time, its pages released after each chunk
+(`treeoflife.scoring`): exactly in float32 by default, or from a cached float16 copy (`set_precision("float16")`,
+`treeoflife.half_cache`) with half the bytes to stream.
 
 Entries whose embedding is all zero or non-finite (the TreeOfLife-200M BioCLIP 2 matrix had 15,487 all-zero columns)
 and repeated entries are excluded from prediction: their logits are -inf, so they take no probability mass. Loading
@@ -28,7 +31,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,9 @@ import numpy as np
 import torch
 
 from bioclip_hf.hub.registry import SPECIES_FILES, IndexFiles, index_source
+from bioclip_hf.treeoflife.aggregation import RankGroups, aggregate_probs, clade_label
 from bioclip_hf.treeoflife.cache import derived_taxa
+from bioclip_hf.treeoflife.scoring import gather_columns, mapped_buffer, release_pages, score_chunks
 from bioclip_hf.treeoflife.taxa import (
     DUPLICATE,
     PROBLEMS,
@@ -53,53 +57,11 @@ logger = logging.getLogger(__name__)
 
 TOL_EMBEDDINGS_FILE, TOL_NAMES_FILE = SPECIES_FILES.embeddings, SPECIES_FILES.names
 EMBEDDINGS_NAME, TAXA_NAME, META_NAME = "embeddings.safetensors", "taxa.parquet", "index.json"
-_CHUNK = 32768  # taxa per block when a float16 matrix is widened to float32 for a matmul (96 MB at 768-d)
+_CHUNK = 32768  # taxa per block when scanning embeddings in memory (96 MB at 768-d)
+PRECISIONS = ("float32", "float16")
 _WARNED: set[str] = set()  # sources whose problems were already reported in this process
 
 __all__ = ["RankGroups", "TreeOfLifeIndex", "aggregate_probs", "clade_label", "encode_prompts", "load_index"]
-
-
-@dataclass
-class RankGroups:
-    """The clades of one rank: `group_ids[i]` is the clade of taxon `i`; `taxa[g]` describes clade `g` (built on
-    access from its first member)."""
-
-    rank: str
-    group_ids: torch.Tensor
-    taxa: Sequence[Taxon]
-
-    def __len__(self) -> int:
-        return len(self.taxa)
-
-
-def clade_label(taxon: Taxon, rank: str) -> str:
-    """Display name of `taxon`'s clade at `rank`; clades with an empty name say so ("Corvidae (genus unknown)")."""
-    name = taxon.name_at(rank)
-    if name:
-        return name
-    known = next((value for value in reversed(taxon.lineage(rank)) if value), "")
-    return f"{known} ({rank} unknown)".strip()
-
-
-def aggregate_probs(probs: torch.Tensor, group_ids: torch.Tensor, num_groups: int, min_prob: float = 0.0) -> torch.Tensor:
-    """Sum species probabilities `[B, N]` into clade probabilities `[B, G]` (vectorized, device-agnostic).
-
-    Args:
-        probs: softmax probabilities over the N taxa, one row per image.
-        group_ids: `[N]` long tensor, clade index of each taxon (see `TreeOfLifeIndex.groups`).
-        num_groups: G.
-        min_prob: species probabilities `<= min_prob` are ignored (pybioclip's semantics).
-
-    Example:
-        >>> aggregate_probs(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([0, 1, 0]), 2)
-        tensor([[0.7000, 0.3000]])
-    """
-    if probs.shape[-1] != group_ids.shape[0]:
-        raise ValueError(f"probabilities cover {probs.shape[-1]} taxa but the group map has {group_ids.shape[0]}")
-    if min_prob > 0:
-        probs = probs.masked_fill(probs <= min_prob, 0.0)
-    out = probs.new_zeros(probs.shape[0], num_groups)
-    return out.index_add_(1, group_ids.to(probs.device), probs)
 
 
 class TreeOfLifeIndex:
@@ -139,6 +101,11 @@ class TreeOfLifeIndex:
             raise ValueError("every taxon of the index is excluded (all-zero, non-finite or duplicate embeddings)")
         self._excluded = torch.from_numpy(self.problems != 0).to(embeddings.device) if self.problems.any() else None
         self._groups: dict[str, RankGroups] = {}
+        self.precision = "float32"  # see `set_precision`
+        self._source: tuple[Path, np.ndarray, int] | None = None  # (file, memory-mapped matrix, taxa axis)
+        self._buffer = self._half_buffer = None  # the mappings whose pages are released while scoring
+        self._half: torch.Tensor | None = None
+        self._no_half = False  # the float16 copy could not be made (values beyond float16's range)
         if computed:
             report_problems(self, "index")
 
@@ -164,7 +131,11 @@ class TreeOfLifeIndex:
 
     def to(self, device: str | torch.device) -> TreeOfLifeIndex:
         """Move embeddings and cached group maps to `device` (in place; returns self)."""
-        self.embeddings = self.embeddings.to(device)
+        moved = self.embeddings.to(device)
+        if moved is not self.embeddings:  # now a copy in (device) memory: nothing mapped is scored any more
+            self._source, self._buffer, self._half_buffer = None, None, None
+            self._half = None if self._half is None else self._half.to(device)
+        self.embeddings = moved
         if self._excluded is not None:
             self._excluded = self._excluded.to(device)
         for groups in self._groups.values():
@@ -190,18 +161,66 @@ class TreeOfLifeIndex:
             self._groups[rank] = groups
         return self._groups[rank]
 
+    def set_precision(self, precision: str) -> TreeOfLifeIndex:
+        """Score with the stored matrix ("float32", exact: the default) or a float16 copy ("float16": cached on disk
+        and memory-mapped for a released index, in memory otherwise); products and sums stay float32. Returns self.
+
+        float16 rounds each stored component by at most 2^-11 relative, so a logit moves by at most
+        `logit_scale * 2^-11`; where the copy cannot be made (values beyond float16's range) it stays float32.
+
+        Example:
+            >>> index = TreeOfLifeIndex.from_registry("imageomics/bioclip-2").set_precision("float16")  # doctest: +SKIP
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown index precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if precision == "float16" and self._half is None and not self._no_half:
+            try:
+                self._half = self._half_copy()
+            except ValueError as err:
+                logger.warning("%s", err)
+                self._no_half = True  # not tried again
+        self.precision = "float32" if self._half is None else precision
+        return self
+
+    def _half_copy(self) -> torch.Tensor:
+        if self.embeddings.dtype == torch.float16:
+            self._half_buffer = self._buffer
+            return self.embeddings
+        if self._source is not None:
+            from bioclip_hf.treeoflife.half_cache import half_matrix
+
+            half = half_matrix(*self._source)
+            if half is not None:
+                self._half_buffer = mapped_buffer(half)
+                return torch.from_numpy(half)
+        half = self.embeddings.to(torch.float16)
+        if torch.isinf(half).any() and (torch.isinf(half) & torch.isfinite(self.embeddings)).any():
+            raise ValueError("the index holds values beyond float16's range; scoring stays float32")
+        return half
+
+    def _attach_source(self, file: str | os.PathLike, matrix: np.ndarray, taxa_axis: int) -> None:
+        """Remember the memory-mapped file behind `embeddings` (released while scoring; source of the float16 copy)."""
+        self._source, self._buffer = (Path(file), matrix, taxa_axis), mapped_buffer(matrix)
+
     def logits(self, image_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
-        """`logit_scale * image_features @ embeddings.T`, with -inf for excluded taxa (features L2-normalised)."""
+        """`logit_scale * image_features @ embeddings.T`, with -inf for excluded taxa (features L2-normalised).
+
+        A memory-mapped or float16 matrix is scored in blocks of contiguous rows (`scoring.score_chunks`: taxa of
+        an `[N, D]` copy, dimensions of a released `[D, N]` file), its pages released after each; the `[B, N]`
+        logits are float32 whatever the precision.
+        """
         if image_features.shape[-1] != self.dim:
             raise ValueError(f"image features have dim {image_features.shape[-1]} but the index has dim {self.dim}; "
                              "was it built with another model?")  # fmt: skip
         scaled = float(logit_scale) * image_features.to(self.embeddings.device, torch.float32)
-        if self.embeddings.dtype == torch.float32:
-            logits = scaled @ self.embeddings.T  # a [D, N] file's transposed view is used as stored
+        half = self.precision == "float16" and self._half is not None
+        matrix, buffer = (self._half, self._half_buffer) if half else (self.embeddings, self._buffer)
+        if matrix.dtype == torch.float32 and buffer is None:
+            logits = scaled @ matrix.T  # in memory: one product (a [D, N] file's transposed view is used as stored)
+        elif matrix.T.is_contiguous() and not matrix.is_contiguous():  # the released [D, N] layout
+            logits = score_chunks(scaled, matrix.T, 1, buffer)
         else:
-            logits = scaled.new_empty(scaled.shape[0], len(self))
-            for start in range(0, len(self), _CHUNK):
-                logits[:, start : start + _CHUNK] = scaled @ self.embeddings[start : start + _CHUNK].float().T
+            logits = score_chunks(scaled, matrix, 0, buffer)
         if self._excluded is not None:
             logits.masked_fill_(self._excluded, float("-inf"))
         return logits
@@ -294,14 +313,16 @@ class TreeOfLifeIndex:
             raise ValueError("no taxa in the index match the requested subset")
         positions = torch.from_numpy(rows).to(self.embeddings.device)
         if self.embeddings.T.is_contiguous():  # a [D, N] file: gather along its rows, keep the orientation
-            embeddings = self.embeddings.T.index_select(1, positions).T
+            embeddings = gather_columns(self.embeddings.T, positions, self._buffer).T
         else:
             embeddings = self.embeddings.index_select(0, positions)
+            release_pages(self._buffer)  # the gather may have touched most of a mapped file
         columns = self.columns.take(rows)
         kept = self.problems[rows]
         problems = mark_duplicates(np.where(kept == DUPLICATE, 0, kept), columns)  # a repeat may be the first copy now
         logger.info("subset keeps %d of %d taxa", len(rows), len(self))
-        return TreeOfLifeIndex(columns, embeddings, dict(self.metadata), problems=problems)
+        subset = TreeOfLifeIndex(columns, embeddings, dict(self.metadata), problems=problems)
+        return subset.set_precision(self.precision)
 
     def problem_records(self) -> list[dict[str, Any]]:
         """The excluded taxa: position in the file, kingdom ... species (epithet), common_name and the problem."""
@@ -380,6 +401,7 @@ class TreeOfLifeIndex:
         metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         metadata["source"] = str(path)
         index = cls(columns, torch.from_numpy(matrix), metadata, problems=problems)
+        index._attach_source(path / EMBEDDINGS_NAME, matrix, 0)
         report_problems(index, str(path))
         return index
 
@@ -404,6 +426,7 @@ class TreeOfLifeIndex:
 
         columns, problems = derived_taxa(embeddings_file, names_file, matrix, 1, read_taxa, cache)
         index = cls(columns, torch.from_numpy(matrix).T, {"source": str(embeddings_file)}, problems=problems)
+        index._attach_source(embeddings_file, matrix, 1)
         report_problems(index, str(embeddings_file))
         return index
 

@@ -338,12 +338,16 @@ def column_maxabs(matrix: np.ndarray, taxa_axis: int) -> np.ndarray:
     along the contiguous axis so a memory-mapped file is streamed once."""
     import torch
 
+    from bioclip_hf.treeoflife.scoring import mapped_buffer, release_pages
+
     other = 1 - taxa_axis
     running = torch.zeros(matrix.shape[taxa_axis], dtype=torch.float32)
     step = max(1, (1 << 24) // max(1, matrix.shape[taxa_axis]))  # ~16M values per block
+    buffer = mapped_buffer(matrix)  # a mapped file's pages are dropped from RSS block by block (see `scoring`)
     for start in range(0, matrix.shape[other], step):
         block = torch.from_numpy(np.asarray(matrix[start : start + step] if other == 0 else matrix[:, start : start + step]))
         running = torch.maximum(running, block.abs().amax(dim=other).float())  # both propagate NaN
+        release_pages(buffer)
     return running.numpy()
 
 

@@ -92,3 +92,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file + fsync + rename."""
     with atomic_open(path) as fh:
         fh.write(data)
+
+
+def cache_root() -> Path:
+    """bioclip-hf's own cache folder: `$BIOCLIP_HF_CACHE`, else `$XDG_CACHE_HOME/bioclip_hf` (`~/.cache/bioclip_hf`).
+
+    Every derived cache lives under it (index copies, label embeddings, quantized weights, eval features), so one
+    variable moves or clears them all.
+
+    Example:
+        >>> cache_root().name  # doctest: +SKIP
+        'bioclip_hf'
+    """
+    configured = os.environ.get("BIOCLIP_HF_CACHE")
+    return Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bioclip_hf"

@@ -10,5 +10,9 @@
 - `images`: small generated photos and a labelled image folder.
 - `tolerances`: float tolerances for model outputs computed under other float kernels (processes, CPUs, layouts).
 - `training`, `batch`: pieces shared by the training tests and by the batch-inference tests.
+- `labelled`: labelled-photo data in every form a fine-tune reads (folder, table, datasets), from birds525 or generated.
+- `finetune`: fine-tune configs and runs shared by the fine-tune tests and benchmark.
+- `eval_suite`: miniatures of the BioCLIP 2 benchmark suite in its annotation layout and on the local Hub.
+- `protocol_features`: synthetic Gaussian-cluster features for the BioCLIP 2 protocol tests.
 - `pybioclip_runner`: a script running the same predictions with pybioclip or with bioclip-hf (parity test).
 """

@@ -25,6 +25,10 @@ def hub_server(tmp_path):
 
     The HF caches point into `tmp_path`, Xet is disabled, and `server.token` is a token to pass to writes.
     """
+    from bioclip_hf.hub import access
+
+    # A new server may get the port of an earlier test's: forget what the reachability probe remembered of it.
+    access._probe_memo.clear()
     with HubServer() as server, hub_environment(server.url, cache_dir=tmp_path / "hf_cache"):
         server.token = "hf_test_token"
         yield server

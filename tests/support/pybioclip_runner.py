@@ -57,7 +57,8 @@ def run_pybioclip(images: list[str]) -> dict:
 def run_ours(images: list[str]) -> dict:
     from bioclip_hf.inference.classify import CustomLabelsClassifier, TreeOfLifeClassifier
 
-    common = dict(model_name_or_path="imageomics/bioclip", device="cpu", batch_size=10, preprocess="pybioclip")
+    common = dict(model_name_or_path="imageomics/bioclip", device="cpu", batch_size=10, preprocess="pybioclip",
+                  dtype="float32")  # identical answers need float32 (auto may pick bf16 on AVX512-BF16/AMX CPUs)
     classifier = TreeOfLifeClassifier(**common)  # index: the model's released one, imageomics/TreeOfLife-10M
     keys, features = classifier.embed_images(images)
     assert keys == images, "an image was skipped"

@@ -28,3 +28,23 @@ def assert_same_records(expected, actual, rtol: float) -> None:
         assert {key: got[key] for key in exact} == exact, position
         for key in want.keys() - exact.keys():
             assert isinstance(got[key], float) and math.isclose(got[key], want[key], rel_tol=rtol), (position, key)
+
+
+# A float16 copy of an index (`TreeOfLifeIndex.set_precision("float16")`) rounds each component t_i of a unit text
+# embedding to nearest: |dt_i| <= 2^-11 |t_i| (unit roundoff of float16's 11-bit significand; unit vectors' components
+# are far above its subnormal range). Then |d(f.t)| <= 2^-11 sum |f_i t_i| <= 2^-11 for unit f, a logit
+# z = s * f.t moves by at most s * 2^-11 (plus the float32 kernel noise above), and a probability by a factor of at
+# most exp(+-2 max |dz|) (softmax: dp / p = dz_i - sum_j p_j dz_j), which summing into higher ranks keeps.
+HALF_UNIT_ROUNDOFF = 2.0**-11
+
+
+def half_index_logit_atol(logit_scale: float) -> float:
+    """The absolute tolerance of logits scored from a float16 copy of the index against the float32 index."""
+    return logit_scale * (HALF_UNIT_ROUNDOFF + FEATURE_ATOL)
+
+
+def half_index_score_rtol(logit_scale: float) -> float:
+    """The relative tolerance of probabilities scored from a float16 copy of the index against the float32 index."""
+    import math
+
+    return math.expm1(2 * half_index_logit_atol(logit_scale))
