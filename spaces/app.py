@@ -6,9 +6,11 @@ A selector offers every released model of the registry (`bioclip-hf list-models`
 loaded when first used, and only one model is held in memory at a time (switching releases the previous one).
 
 Environment:
-    BIOCLIP_MODEL     model folder or Hub id selected at start (default imageomics/bioclip-2)
+    BIOCLIP_MODEL     model folder or Hub id selected at start (default imageomics/bioclip-2); a `bioclip-hf finetune`
+                      output (folder or Hub repo) predicts its own classes from the label index it carries
     BIOCLIP_INDEX     Tree-of-Life index folder from `bioclip-hf build-index` for BIOCLIP_MODEL (default: its
                       released index; the other models always use theirs)
+    BIOCLIP_DTYPE     encoder precision: auto (default: bfloat16 on CPUs with native bf16, else float32), float32, ...
     BIOCLIP_EXAMPLES  folder of example photos (default spaces/examples/, else a few of ../shared/data/birds525)
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (Gradio's own variables)
 
@@ -72,11 +74,18 @@ class ModelSlot:
 
     def load(self, name: str) -> tuple[Any, Any]:
         from bioclip_hf.models.loading import load_model_and_processor
+        from bioclip_hf.models.precision import apply_precision, resolve_precision, training_precision
 
         with self.lock:
             if name != self.name:
                 self.release()
-                self.model, self.processor = load_model_and_processor(name)
+                model, self.processor = load_model_and_processor(name)
+                # $BIOCLIP_DTYPE (default auto): on a CPU with native bf16 the encoders keep bf16 weights (half the
+                # memory of a free CPU Space) and every classifier sharing the model runs them in bf16.
+                precision = resolve_precision(os.environ.get("BIOCLIP_DTYPE", "auto"), model.device,
+                                              training_precision(name, model.config))  # fmt: skip
+                logger.info("%s runs in %s (%s)", name, precision.dtype, precision.reason)
+                self.model = apply_precision(model, precision)
                 self.name = name
             return self.model, self.processor
 
@@ -95,11 +104,14 @@ class ModelSlot:
 
     def tree_of_life(self, name: str) -> Any:
         """The Tree-of-Life classifier of `name` ($BIOCLIP_INDEX for $BIOCLIP_MODEL, else its released index)."""
+        from bioclip_hf.hub.index_files import bundled_index
         from bioclip_hf.hub.registry import index_source
         from bioclip_hf.inference.classify import TreeOfLifeClassifier
 
         with self.lock:
             index = (os.environ.get("BIOCLIP_INDEX") if name == model_name() else None) or None
+            if index is None:
+                index = bundled_index(name)  # a fine-tune (folder or Hub repo) predicts its own classes
             if index is None:
                 index_source(name)  # a model without an index fails here, before its weights are loaded
             model, processor = self.load(name)
