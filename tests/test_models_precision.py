@@ -195,6 +195,20 @@ def test_a_model_passed_in_is_not_modified(tiny_hf_dir, cpu_flags):
     assert classifier.precision.requested == "float32"
 
 
+def test_auto_adopts_the_precision_a_passed_in_model_already_runs_in(tiny_hf_dir):
+    # The Space applies $BIOCLIP_DTYPE to its one shared model; its classifiers (dtype "auto") must report, score
+    # and cache by that precision, not re-resolve their own.
+    from bioclip_hf import BioCLIPProcessor
+    from bioclip_hf.inference.classifier_base import BaseClassifier
+
+    model, processor = _fresh_model(tiny_hf_dir), BioCLIPProcessor.from_pretrained(tiny_hf_dir)
+    prec.apply_precision(model, resolve_precision("bfloat16", "cpu"))
+    classifier = BaseClassifier(model, processor)
+    assert classifier.precision is model.bioclip_precision and classifier.autocast_dtype == torch.bfloat16
+    classifier.optimize(dtype="float32")  # an explicit request is still resolved as asked
+    assert classifier.precision.requested == "float32"
+
+
 def test_autocast_only_precisions_can_be_undone(tiny_hf_dir):
     model = _fresh_model(tiny_hf_dir)
     pixels = torch.randn(1, 3, 30, 30, generator=torch.Generator().manual_seed(2))

@@ -88,14 +88,13 @@ def dtype_in_effect(args: argparse.Namespace) -> str:
     import json
     from types import SimpleNamespace
 
-    import torch
-
+    from bioclip_hf.models.loading import resolve_device
     from bioclip_hf.models.precision import resolve_precision, training_precision
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     config_file = Path(str(args.model)) / "config.json"
     config = SimpleNamespace(**json.loads(config_file.read_text())) if config_file.is_file() else None
-    return resolve_precision("auto", device, training_precision(args.model, config)).dtype
+    trained = training_precision(args.model, config)
+    return resolve_precision("auto", resolve_device(args.device), trained, quantize=getattr(args, "quantize", None)).dtype
 
 
 def apply_speed_options(classifier: Any, args: argparse.Namespace) -> None:

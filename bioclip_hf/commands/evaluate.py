@@ -133,8 +133,8 @@ def run_bioclip1(args: argparse.Namespace, suite: str | None) -> int:
 
 def _model_in_precision(args: argparse.Namespace) -> dict:
     """{} for float32 (the harness loads the model), else the model and processor loaded in `--dtype`'s precision
-    (bf16 Linear weights on a CPU: the encoders run bf16, features stay float32). Image features cached by float32
-    runs are not mixed with these: the feature cache is off then."""
+    (bf16 Linear weights on a CPU: the encoders run bf16, features stay float32). The feature cache keys on the
+    precision in effect, so these features never mix with float32 ones."""
     from bioclip_hf.models.loading import load_model, load_processor, resolve_device, resolve_model_source
     from bioclip_hf.models.precision import apply_precision, resolve_precision, training_precision
 
@@ -143,7 +143,6 @@ def _model_in_precision(args: argparse.Namespace) -> dict:
     print(f"precision: {precision.dtype} ({precision.reason})")
     if precision.autocast is None:
         return {}
-    args.no_cache = True
     source = resolve_model_source(args.model)
     return {"model": apply_precision(load_model(source, device), precision), "processor": load_processor(source)}
 

@@ -156,10 +156,11 @@ class LabelledData:
         return [apply_template(template, c.text) for c in self.classes]
 
     def describe(self) -> dict[str, Any]:
-        """What the model card and results.json say about the data (plain JSON types)."""
+        """What the model card and results.json say about the data (plain JSON types): `source` describes it,
+        `data` is what was given (a Hub dataset id is linked from the card)."""
         report = self.report
         return {
-            "source": report.source, "kind": report.kind, "num_classes": self.num_classes,
+            "source": report.source, "data": self.source, "kind": report.kind, "num_classes": self.num_classes,
             "num_train": sum(report.train_counts.values()), "num_val": sum(report.val_counts.values()),
             "split": report.split, "lineage_known": self.lineage_known, "text_type": self.text_type,
             "streamed": self.streamed, "classes": self.labels, "singleton_classes": list(report.singleton_classes),

@@ -182,6 +182,9 @@ class LabelledLoader:
             _EpochBatches(self, self.epoch, self.start_batch), batch_size=None, num_workers=workers,
             pin_memory=self.pin_memory, collate_fn=_identity, prefetch_factor=2 if workers else None,
             worker_init_fn=_init_worker if workers else None,
+            # its own generator: iterating must not draw from torch's global RNG (dropout's), or a resumed run's
+            # random stream would differ from the uninterrupted run's
+            generator=torch.Generator(),
         )  # fmt: skip
         for batch in loader:
             self.next_batch = batch["index"] + 1

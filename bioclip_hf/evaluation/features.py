@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt")
 
 
+def precision_in_effect(model: Any) -> dict[str, Any]:
+    """How the encoders run: `apply_precision`'s record (without its reason) and any quantization."""
+    precision = getattr(model, "bioclip_precision", None)
+    record = {k: v for k, v in precision.to_dict().items() if k != "reason"} if precision is not None else {}
+    return {**record, "quantized": getattr(model, "bioclip_quantized", None)}
+
+
 def default_cache_dir() -> Path:
     """`eval-features/` under bioclip-hf's cache folder (`$BIOCLIP_HF_CACHE`, default `~/.cache/bioclip_hf`)."""
     from bioclip_hf.utils.io import cache_root
@@ -109,6 +116,8 @@ class FeatureCache:
             "data": part.fingerprint(),
             "preprocessing": json.loads(processor.image_processor.to_json_string()),
             "dtypes": sorted({str(p.dtype) for p in model.parameters()}),  # a reduced-precision model: other key
+            # autocast (bf16 on CUDA) and int8 layers leave no trace in parameter dtypes: name them too
+            "precision": precision_in_effect(model),
             "normalized": False,
         }
         blob = json.dumps(ingredients, sort_keys=True, default=str).encode()

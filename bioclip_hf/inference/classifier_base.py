@@ -150,6 +150,12 @@ class BaseClassifier:
 
         if self.precision is not None and self.precision.quantize and quantize != self.precision.quantize:
             raise ValueError("the image encoder is already quantized; load a new classifier for another precision")
+        applied = getattr(self.model, "bioclip_precision", None)
+        if not self._owns_model and applied is not None and dtype in (None, "auto") and not quantize:
+            # a model passed in that already runs in a precision (`apply_precision`, e.g. the Space's shared
+            # model): "auto" means that one, so the index, caches and provenance follow what really runs
+            self.precision, self.autocast_dtype = applied, applied.autocast
+            return
         trained = training_precision(self.model_name, self.model.config)
         precision = resolve_precision(dtype, self.device, trained, quantize=quantize)
         if not self._owns_model:

@@ -83,7 +83,8 @@ class CustomLabelsClassifier(BaseClassifier):
         if automatic:
             from bioclip_hf.inference.label_cache import label_cache_file
 
-            precision = getattr(self.precision, "dtype", None) or str(self.model.dtype).removeprefix("torch.")
+            # the text tower's own weights decide the embeddings (the image encoder's dtype does not)
+            precision = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in self.model.text_model.parameters()}))
             cache = label_cache_file(self.model, self.labels, self._template_keys(), precision)
         if cache is not None and Path(cache).exists():
             try:

@@ -181,6 +181,9 @@ def quantize_image_encoder(model: Any, scheme: str = "int8", cache: bool = True,
         return model
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("int8 dynamic quantization runs on the CPU only; load the model with device='cpu'")
+    precision = getattr(model, "bioclip_precision", None)
+    if precision is not None and precision.weights != "float32":  # the cache is keyed by commit: float weights only
+        raise ValueError(f"int8 quantizes float32 weights; this model's are already {precision.weights}")
     path = cache_file(model, scheme, cache_dir) if cache else None
     if path is not None and path.is_file():
         try:

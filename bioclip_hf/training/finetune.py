@@ -171,14 +171,22 @@ def _build_module(run: _Run, model: Any) -> Any:
     return FlypModule(model, tokenize_classes(run.processor, run.prompts), embeds, head=config.method == "head")
 
 
+def _held_out(run: _Run, model: Any, weights: torch.Tensor) -> dict[str, Any]:
+    """Held-out accuracy of `model` with class weights `weights`."""
+    from bioclip_hf.training.finetune_eval import held_out_accuracy
+
+    transform = run.processor.image_processor.transform
+    model = model.to(run.accelerator.device)
+    return held_out_accuracy(model, weights, run.data, transform, run.config.eval_batch_size, run.autocast)
+
+
 def _measure(run: _Run, model: Any, weights: torch.Tensor) -> dict[str, Any]:
     """Held-out accuracy and forgetting of `model` with class weights `weights`."""
-    from bioclip_hf.training.finetune_eval import forgetting_accuracy, held_out_accuracy
+    from bioclip_hf.training.finetune_eval import forgetting_accuracy
 
     config = run.config
     model = model.to(run.accelerator.device)
-    transform = run.processor.image_processor.transform
-    out = {"held_out": held_out_accuracy(model, weights, run.data, transform, config.eval_batch_size, run.autocast)}
+    out = {"held_out": _held_out(run, model, weights)}
     out["forgetting"] = forgetting_accuracy(model, run.processor, run.forgetting, config.eval_batch_size,
                                             config.forgetting_max_classes, config.forgetting_max_per_class) if run.forgetting else None  # fmt: skip
     return out
@@ -321,7 +329,7 @@ def _finish_model(run: _Run, adapter_scratch: Path) -> tuple[Any, torch.Tensor, 
     tuned_only = None
     if config.wise_ft is not None and config.wise_ft != 1:
         weights = head if head is not None else class_embeddings(model, run.processor, run.prompts, config.eval_batch_size)
-        tuned_only = _measure(run, model, weights)["held_out"]
+        tuned_only = _held_out(run, model, weights)  # the forgetting task is scored once, on the shipped weights
         model.load_state_dict(wise_ft(run.base_state, model.state_dict(), config.wise_ft))
         if head is not None:
             head = wise_ft({"w": module.class_embeds.cpu()}, {"w": head.cpu()}, config.wise_ft)["w"]

@@ -140,6 +140,9 @@ class FinetuneConfig(YamlConfig):
             raise ValueError("lora_targets names no module")
         if self.save_adapter and self.method != "lora":
             raise ValueError(f"save_adapter applies to method lora, not {self.method!r}")
+        if self.save_adapter and self.wise_ft is not None and self.wise_ft != 1:
+            # the adapter holds the fine-tune before interpolation: on the base it would not be the shipped model
+            raise ValueError("save_adapter cannot be combined with wise_ft < 1 (the adapter would not match the shipped weights)")
         if self.forgetting_data_dir and not self.forgetting_task:
             raise ValueError("forgetting_data_dir needs forgetting_task (a bundled task name or a folder)")
         if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:

@@ -127,8 +127,7 @@ def _eval_results(results: dict[str, Any]) -> list[Any]:
     from huggingface_hub import EvalResult
 
     entries = []
-    source = results["data"]["source"]
-    dataset = source if _is_hub_id(source) else "labelled-photos"
+    dataset = _hub_dataset(results["data"]) or "labelled-photos"
     held_out = results.get("held_out") or {}
     for when, title in (("before", "base model, zero-shot"), ("after", "fine-tuned")):
         for name, value in (held_out.get(when) or {}).items():
@@ -150,7 +149,15 @@ def _eval_results(results: dict[str, Any]) -> list[Any]:
 
 
 def _is_hub_id(value: str | None) -> bool:
-    return bool(value) and not Path(str(value)).exists() and str(value).count("/") == 1
+    from bioclip_hf.hub.access import is_repo_id
+
+    return bool(value) and is_repo_id(str(value))
+
+
+def _hub_dataset(data: dict[str, Any]) -> str | None:
+    """The Hub dataset the fine-tune was trained on (None for local folders and tables)."""
+    given = data.get("data")
+    return given if data.get("kind") == "dataset" and _is_hub_id(given) else None
 
 
 def build_finetune_card(results: dict[str, Any], config: Any, repo_id: str, has_open_clip: bool = True,
@@ -168,7 +175,7 @@ def build_finetune_card(results: dict[str, Any], config: Any, repo_id: str, has_
     base_id = base.get("id") or ""
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag="zero-shot-image-classification", license=None,
-        base_model=base_id if _is_hub_id(base_id) else None, datasets=[data["source"]] if _is_hub_id(data["source"]) else None,
+        base_model=base_id if _is_hub_id(base_id) else None, datasets=[_hub_dataset(data)] if _hub_dataset(data) else None,
         tags=["clip", "biology", "bioclip-hf", "fine-tuned", results["method"]], model_name=repo_id.rstrip("/").split("/")[-1],
         eval_results=_eval_results(results) or None,
     )  # fmt: skip
