@@ -25,10 +25,15 @@ def hub_server(tmp_path):
 
     The HF caches point into `tmp_path`, Xet is disabled, and `server.token` is a token to pass to writes.
     """
+    from huggingface_hub.utils import close_session
+
     from bioclip_hf.hub import access
 
-    # A new server may get the port of an earlier test's: forget what the reachability probe remembered of it.
+    # A new server may get the port of an earlier test's server: forget what the reachability probe remembered of
+    # that port, and drop huggingface_hub's pooled keep-alive connections, which the old server's handler threads
+    # would otherwise still answer.
     access._probe_memo.clear()
+    close_session()
     with HubServer() as server, hub_environment(server.url, cache_dir=tmp_path / "hf_cache"):
         server.token = "hf_test_token"
         yield server
