@@ -19,9 +19,8 @@ QUICK_FLAGS = ["--max-steps", "2", "--batch-size", "8", "--report-to", "none", "
 
 
 @pytest.fixture
-def main(monkeypatch):
-    """`bioclip_hf.cli.main` with the finetune command registered (as the integrator registers it in COMMANDS)."""
-    monkeypatch.setitem(cli.COMMANDS, "finetune", ("bioclip_hf.commands.finetune", "fine-tune on your own labelled photos"))
+def main():
+    """`bioclip_hf.cli.main`, where `finetune` is registered in COMMANDS."""
     return cli.main
 
 

@@ -10,16 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from bioclip_hf.training.config import YamlConfig
+from bioclip_hf.training.config import TRACKERS, YamlConfig, _help
 
 METHODS = ("lora", "full", "head")
 PRECISIONS = ("auto", "no", "bf16")
-TRACKERS = ("tensorboard", "none")
 FINETUNE_CONFIG_NAME = "finetune_config.yaml"
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
